@@ -1,0 +1,559 @@
+"""Typed configuration: YAML + ``key.sub=value`` overrides -> dataclasses.
+
+Every field is declared once, with its type, default and a one-line doc (the string literal under it).
+Loading is strict: an unknown key, a wrong type or a bad value is a :class:`ConfigError` naming the key,
+the file and the line, and, for a typo, the closest valid key.
+
+Sections are shared between stages (``run``, ``model``, ``train``, ``lora``, ``deepspeed``); each stage
+has a root dataclass that composes the sections it reads (``SFTStageConfig`` ...). Derived values are
+computed once by the stage (see :func:`rlhf.engine.resolve_batch`) and printed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import os
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, line and key."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sections shared by the stages
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/default"
+    """directory the stage writes: model, tokenizer, config.yaml, metrics.jsonl, summary.json, checkpoints/"""
+    seed: int = 42
+    """global seed; each rank seeds with seed + rank"""
+    resume: str = "auto"
+    """'auto': continue from the newest complete checkpoint, if any; 'never': start fresh; or a checkpoint dir"""
+    logging_steps: int = 1
+    """write a metrics.jsonl line every this many optimizer steps"""
+    save_steps: int = 50
+    """write a resumable checkpoint every this many optimizer steps (and at the end)"""
+    save_total_limit: int = 2
+    """keep at most this many checkpoints (the newest ones)"""
+    report_to: list[str] = field(default_factory=list)
+    """extra metric sinks besides metrics.jsonl: 'tensorboard' and/or 'wandb'"""
+    progress: bool = True
+    """show a progress bar on rank 0"""
+
+    def check(self) -> None:
+        if self.resume in ("", None):
+            raise ValueError("resume: use 'auto', 'never' or a checkpoint directory")
+        bad = [r for r in self.report_to if r not in ("tensorboard", "wandb")]
+        if bad:
+            raise ValueError(f"report_to: unknown sink {bad[0]!r}; choose from 'tensorboard', 'wandb'")
+        _positive(self, "logging_steps", "save_steps", "save_total_limit")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = ""
+    """hub id or local directory of a pretrained model (or the output directory of an earlier stage)"""
+    from_config: str = ""
+    """instead of name_or_path: a config.json to build a randomly initialised model from (pretraining)"""
+    tokenizer: str = ""
+    """tokenizer hub id or directory; defaults to name_or_path"""
+    gguf_file: str = ""
+    """file name of a GGUF checkpoint inside name_or_path (dequantised on load)"""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """dtype the weights are loaded in"""
+    revision: str = ""
+    """hub revision (branch, tag or commit); empty for the default"""
+    trust_remote_code: bool = False
+    """allow a hub model to run its own Python code; off unless you trust the repository"""
+    attn_implementation: str = "sdpa"
+    """attention kernel passed to transformers ('sdpa', 'eager', 'flash_attention_2')"""
+    chat_template: str = ""
+    """path of a Jinja chat template to use instead of the tokenizer's own"""
+
+    def check(self) -> None:
+        if bool(self.name_or_path) == bool(self.from_config):
+            raise ValueError("set exactly one of name_or_path and from_config")
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.name_or_path
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1e-4
+    """peak learning rate"""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    """shape after warm-up: constant, linear decay to 0, or cosine decay to min_lr_ratio x peak"""
+    min_lr_ratio: float = 0.0
+    """cosine schedule floor as a fraction of the peak (InstructGPT RM: 0.1)"""
+    warmup_steps: int = 0
+    """optimizer steps of linear warm-up from 0"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    adam_beta1: float = 0.9
+    """AdamW beta1"""
+    adam_beta2: float = 0.95
+    """AdamW beta2 (InstructGPT App. C: 0.95)"""
+    adam_eps: float = 1e-8
+    """AdamW epsilon"""
+    epochs: float = 1.0
+    """passes over the training data (ignored when max_steps > 0)"""
+    max_steps: int = 0
+    """stop after this many optimizer steps; 0 = use epochs"""
+    eval_steps: int = 0
+    """evaluate on the held-out slice every this many steps; 0 = only at the end"""
+
+    def check(self) -> None:
+        _positive(self, "learning_rate", "adam_eps")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("min_lr_ratio: must be in [0, 1]")
+        if self.max_steps < 0 or self.warmup_steps < 0 or self.eval_steps < 0:
+            raise ValueError("max_steps, warmup_steps and eval_steps must be >= 0")
+        if self.max_steps == 0 and self.epochs <= 0:
+            raise ValueError("epochs: must be > 0 when max_steps is 0")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """train low-rank adapters (peft) instead of all weights"""
+    r: int = 16
+    """adapter rank"""
+    alpha: int = 32
+    """adapter scaling numerator (scale = alpha / r)"""
+    dropout: float = 0.0
+    """dropout on the adapter input (0: RLHF wants dropout off everywhere)"""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """module names that get adapters"""
+
+    def check(self) -> None:
+        _positive(self, "r", "alpha")
+        if not self.target_modules:
+            raise ValueError("target_modules: must name at least one module")
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    """ZeRO stage: 0 data parallel, 1 shard optimizer state, 2 + gradients, 3 + parameters"""
+    offload_optimizer: bool = False
+    """keep optimizer state (and its step) in CPU memory (ZeRO 1-3)"""
+    offload_param: bool = False
+    """keep parameters in CPU memory between uses (ZeRO-3 only)"""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """training precision; fp16 uses dynamic loss scaling"""
+    gradient_clipping: float = 1.0
+    """clip the global gradient norm to this; 0 = off"""
+    global_batch_size: int = 8
+    """sequences per optimizer step over all processes; fixed when the world size changes"""
+    micro_batch_size: int = 8
+    """sequences per forward/backward on one process; accumulation = global / (micro x world)"""
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    """'none': global batch fixed, accumulation adapts; 'linear'/'sqrt': global batch grows with the world
+    size and the learning rate is scaled by (world / reference_world_size) or its square root (Goyal et al. 2017)"""
+    reference_world_size: int = 1
+    """world size global_batch_size and learning_rate were tuned for (used by lr_scaling)"""
+
+    def check(self) -> None:
+        _positive(self, "global_batch_size", "micro_batch_size", "reference_world_size")
+        if self.offload_param and self.zero_stage != 3:
+            raise ValueError("offload_param: needs zero_stage 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer: needs zero_stage 1, 2 or 3")
+        if self.gradient_clipping < 0:
+            raise ValueError("gradient_clipping: must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage roots
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainDataConfig:
+    train_files: list[str] = field(default_factory=lambda: ["data/pretrain/train.txt"])
+    """pretraining text: .txt files, JSONL with a 'text' field, or a datasets name"""
+    eval_file: str = "data/pretrain/heldout.txt"
+    """held-out text for perplexity"""
+    block_size: int = 256
+    """tokens per training sequence (documents are concatenated with EOS and chunked)"""
+
+    def check(self) -> None:
+        _positive(self, "block_size")
+        if not self.train_files:
+            raise ValueError("train_files: name at least one file")
+
+
+@dataclass
+class PretrainStageConfig:
+    """``rlhf pretrain``: causal-LM training from scratch (builds the tiny default's base model)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
+@dataclass
+class SFTDataConfig:
+    train_file: str = "data/palms/values_targeted.jsonl"
+    """SFT data: JSONL/Parquet with {prompt, completion} or {messages}, or a datasets name"""
+    categories_file: str = "data/palms/categories.yaml"
+    """category ids the data may use ('' = any category allowed)"""
+    eval_fraction: float = 0.1
+    """fraction of rows held out (seeded) to measure completion loss; 0 = none"""
+    max_length: int = 512
+    """maximum tokens of prompt + completion; longer rows are an error (see on_overlength)"""
+    on_overlength: Literal["error", "truncate", "drop"] = "error"
+    """what to do with a row over max_length"""
+
+    def check(self) -> None:
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError("eval_fraction: must be in [0, 1)")
+        _positive(self, "max_length")
+
+
+@dataclass
+class SFTStageConfig:
+    """``rlhf sft``: supervised fine-tuning with loss on completion tokens only (TRL SFTTrainer)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
+@dataclass
+class RMDataConfig:
+    train_file: str = "data/preferences/train.jsonl"
+    """preference pairs to train on: {prompt, chosen, rejected}, {chosen, rejected} or HH transcripts"""
+    test_file: str = "data/preferences/test.jsonl"
+    """held-out pairs for the final evaluation ('' = none)"""
+    categories_file: str = "data/palms/categories.yaml"
+    """category ids the data may use ('' = any)"""
+    max_length: int = 512
+    """maximum tokens of prompt + response"""
+    on_overlength: Literal["error", "truncate", "drop"] = "error"
+    """what to do with a pair over max_length"""
+    normalize_reference_file: str = ""
+    """pairs whose chosen responses set the reward normalisation (mean 0, std 1); '' = train_file"""
+
+    def check(self) -> None:
+        _positive(self, "max_length")
+
+
+@dataclass
+class RewardConfig:
+    center_rewards_coefficient: float = 0.0
+    """weight of the centring penalty mean((r_c + r_r)^2) (Eisenstein et al. 2023 suggest 0.01)"""
+    head_init_std: float = 0.0
+    """std of the new scalar head's weights; 0 = 1/sqrt(hidden + 1) (N+ detail 12)"""
+    ece_bins: int = 10
+    """bins of the expected calibration error"""
+
+    def check(self) -> None:
+        if self.center_rewards_coefficient < 0 or self.head_init_std < 0:
+            raise ValueError("center_rewards_coefficient: must be >= 0")
+        _positive(self, "ece_bins")
+
+
+@dataclass
+class RMStageConfig:
+    """``rlhf rm``: Bradley-Terry reward model on preference pairs (TRL RewardTrainer)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: RMDataConfig = field(default_factory=RMDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
+STAGES: dict[str, type] = {
+    "pretrain": PretrainStageConfig,
+    "sft": SFTStageConfig,
+    "rm": RMStageConfig,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ValueError(f"{name}: must be > 0, got {getattr(obj, name)!r}")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line docs of a dataclass's fields: the string literal right under each field."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map dotted key paths of a YAML mapping to their 1-based line numbers."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                lines[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+class _Source:
+    """Where values came from, for error messages."""
+
+    def __init__(self, path: str, lines: dict[str, int], override_keys: set[str]):
+        self.path, self.lines, self.override_keys = path, lines, override_keys
+
+    def where(self, key: str) -> str:
+        if key in self.override_keys:
+            return f"command-line override '{key}'"
+        line = self.lines.get(key)
+        # fall back to the closest enclosing key that has a line
+        parent = key
+        while line is None and "." in parent:
+            parent = parent.rsplit(".", 1)[0]
+            line = self.lines.get(parent)
+        return f"{self.path}:{line}" if line else self.path
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return repr(tp).replace("typing.", "")
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, src: _Source) -> Any:
+    """Check/convert ``value`` to type ``tp``; raise ConfigError naming key and place."""
+    origin = typing.get_origin(tp)
+
+    def bad(extra: str = "") -> ConfigError:
+        msg = f"{src.where(key)}: key '{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+        return ConfigError(msg + extra)
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad(" (a mapping of its fields)")
+        return _build(tp, value, key + ".", src)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        hint = ""
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise bad(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, src)
+            except ConfigError:
+                continue
+        raise bad()
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_tp is str:
+            value = [value] if value != "" else []
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        return [_coerce(v, item_tp, f"{key}[{i}]", src) for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad()
+        return {_coerce(k, k_tp, key, src): _coerce(v, v_tp, f"{key}.{k}", src) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-5' as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if value is None:
+            return ""
+        raise bad()
+    raise bad()
+
+
+def _build(cls: type, data: dict, prefix: str, src: _Source) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            valid = ", ".join(names)
+            raise ConfigError(f"{src.where(key)}: unknown key '{key}'{hint}; valid keys here: {valid}")
+        kwargs[k] = _coerce(v, hints[k], key, src)
+    for k in names:  # sections left out of the file still get their defaults validated
+        if k not in kwargs and dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = _build(hints[k], {}, f"{prefix}{k}.", src)
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as e:
+            msg = str(e)
+            field_name = msg.split(":", 1)[0].strip()
+            key = f"{prefix}{field_name}" if field_name in names else prefix.rstrip(".")
+            raise ConfigError(f"{src.where(key)}: key '{key}': {msg.split(':', 1)[-1].strip()}") from None
+    return obj
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed value); the value is read as YAML (numbers, bools, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def load_config(cls: type, path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Load ``path`` (YAML) into dataclass ``cls``, apply ``overrides``, validate, and return it."""
+    text, data, name = "", {}, "<defaults>"
+    if path is not None:
+        name = str(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"{name}: cannot read config: {e.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{name}:{mark.line + 1}" if mark else name
+            raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: the top level must be a mapping of sections")
+    keys: set[str] = set()
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+        keys.add(key)
+    return _build(cls, data, "", _Source(name, _key_lines(text), keys))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any, extra: dict | None = None) -> str:
+    """The resolved config as YAML (what every stage saves beside its output)."""
+    data = to_dict(cfg)
+    if extra:
+        data = {**data, **extra}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, doc) for every field, recursively: the reference for ``rlhf config``."""
+    rows = []
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((prefix + f.name, _type_name(tp), default, docs.get(f.name, "")))
+    return rows

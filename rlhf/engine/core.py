@@ -1,0 +1,345 @@
+"""The shared DeepSpeed backend: config dict, engines, checkpoints, consolidated HF saves.
+
+Every stage gets its DeepSpeed settings from :func:`deepspeed_config`, built from the ``deepspeed:``
+config section; TRL-based stages (SFT, RM) hand the dict to the HF Trainer, the stages with their own loop
+(pretrain, PPO) wrap their trainable models with :func:`wrap_trainable`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlhf.config import DeepSpeedConfig, TrainConfig
+from rlhf.engine.dist import barrier, is_main, print0, rank, world_size
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Derived batch sizes: global = micro x accumulation x world."""
+
+    global_batch: int
+    micro_batch: int
+    grad_accum: int
+    world_size: int
+    lr_scale: float
+
+    def describe(self) -> str:
+        return (
+            f"global batch {self.global_batch} = micro {self.micro_batch} x accumulation {self.grad_accum}"
+            f" x world {self.world_size}" + (f"; learning rate x {self.lr_scale:.3g}" if self.lr_scale != 1 else "")
+        )
+
+
+def resolve_batch(ds: DeepSpeedConfig, world: int | None = None, global_batch: int | None = None) -> BatchPlan:
+    """Compute micro batch and accumulation for this world size.
+
+    lr_scaling 'none': the global batch stays ``global_batch_size`` and accumulation adapts (the micro batch
+    shrinks when one rank's share is smaller than it). 'linear'/'sqrt': the global batch grows with
+    world / reference_world_size and the learning rate is scaled by that factor or its square root
+    (Goyal et al. 2017, "Accurate, Large Minibatch SGD"; pair it with warm-up).
+    """
+    world = world or world_size()
+    base = global_batch if global_batch is not None else ds.global_batch_size
+    lr_scale = 1.0
+    if ds.lr_scaling != "none":
+        factor = world / ds.reference_world_size
+        base = max(1, round(base * factor))
+        lr_scale = factor if ds.lr_scaling == "linear" else math.sqrt(factor)
+    if base % world:
+        raise ValueError(
+            f"deepspeed.global_batch_size: {base} sequences cannot be split evenly over {world} processes"
+        )
+    per_rank = base // world
+    micro = min(ds.micro_batch_size, per_rank)
+    while per_rank % micro:
+        micro -= 1
+    plan = BatchPlan(base, micro, per_rank // micro, world, lr_scale)
+    assert plan.global_batch == plan.micro_batch * plan.grad_accum * plan.world_size
+    return plan
+
+
+def deepspeed_config(ds: DeepSpeedConfig, plan: BatchPlan, train: TrainConfig | None = None) -> dict:
+    """The DeepSpeed config dict for the ``deepspeed:`` section (shared by every stage)."""
+    zero: dict = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 1:
+        zero.update(overlap_comm=False, contiguous_gradients=True)
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if ds.offload_param:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if ds.zero_stage == 3:
+        # consolidate full weights on rank 0 when saving (HF Trainer and our own saves)
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    cfg: dict = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro_batch,
+        "gradient_accumulation_steps": plan.grad_accum,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+    }
+    if ds.gradient_clipping > 0:
+        cfg["gradient_clipping"] = ds.gradient_clipping
+    if ds.offload_optimizer and train is not None:
+        # Offloaded optimizer state needs DeepSpeed's CPU Adam: DeepSpeed builds it from this section.
+        cfg["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": train.learning_rate * plan.lr_scale,
+                "betas": [train.adam_beta1, train.adam_beta2],
+                "eps": train.adam_eps,
+                "weight_decay": train.weight_decay,
+            },
+        }
+    return cfg
+
+
+def lr_lambda(train: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (warm-up, then the schedule)."""
+
+    def f(step: int) -> float:
+        if train.warmup_steps and step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        if train.lr_scheduler == "constant":
+            return 1.0
+        span = max(1, total_steps - train.warmup_steps)
+        progress = min(1.0, (step - train.warmup_steps) / span)
+        if train.lr_scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        floor = train.min_lr_ratio
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def wrap_trainable(model: torch.nn.Module, ds_cfg: dict, train: TrainConfig, total_steps: int, plan: BatchPlan):
+    """``deepspeed.initialize`` a trainable model with AdamW and the configured LR schedule."""
+    import deepspeed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = train.learning_rate * plan.lr_scale
+    schedule = lr_lambda(train, total_steps)
+
+    def make_scheduler(optimizer):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    if "optimizer" in ds_cfg:
+        engine, *_ = deepspeed.initialize(
+            model=model, model_parameters=params, config=ds_cfg, lr_scheduler=make_scheduler
+        )
+    else:
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps
+        )
+        engine, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_cfg, lr_scheduler=make_scheduler
+        )
+    # engine.step() steps the scheduler at accumulation boundaries; checkpoints save it
+    return engine
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints: checkpoints/step-N, written to tmp-step-N and renamed when every rank has finished
+# ----------------------------------------------------------------------------------------------------------
+
+CKPT_PREFIX = "step-"
+
+
+def list_checkpoints(ckpt_root: str) -> list[str]:
+    """Complete checkpoints under ``ckpt_root``, oldest first."""
+    if not os.path.isdir(ckpt_root):
+        return []
+    found = []
+    for name in os.listdir(ckpt_root):
+        path = os.path.join(ckpt_root, name)
+        if name.startswith(CKPT_PREFIX) and name[len(CKPT_PREFIX) :].isdigit():
+            if os.path.exists(os.path.join(path, "state.json")):
+                found.append((int(name[len(CKPT_PREFIX) :]), path))
+    return [p for _, p in sorted(found)]
+
+
+def find_resume_checkpoint(resume: str, ckpt_root: str) -> str | None:
+    """Resolve ``run.resume`` to a checkpoint directory (or None to start fresh)."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = list_checkpoints(ckpt_root)
+        return found[-1] if found else None
+    if not os.path.exists(os.path.join(resume, "state.json")):
+        raise FileNotFoundError(f"run.resume: {resume} is not a complete checkpoint (no state.json)")
+    return resume
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_to_files(state: dict, path: str) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {"torch": state["torch"]}
+    for i, s in enumerate(state["cuda"]):
+        tensors[f"cuda.{i}"] = s
+    save_file(tensors, path + ".safetensors")
+    py = state["python"]
+    npy = state["numpy"]
+    with open(path + ".json", "w") as f:
+        json.dump({"python": [py[0], list(py[1]), py[2]], "numpy": [npy[0], npy[1].tolist(), *npy[2:]]}, f)
+
+
+def _rng_from_files(path: str) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = load_file(path + ".safetensors")
+    with open(path + ".json") as f:
+        js = json.load(f)
+    py = js["python"]
+    npy = js["numpy"]
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    return {
+        "python": (py[0], tuple(py[1]), py[2]),
+        "numpy": (npy[0], np.array(npy[1], dtype=np.uint32), *npy[2:]),
+        "torch": tensors["torch"],
+        "cuda": cuda,
+    }
+
+
+def save_checkpoint(ckpt_root: str, step: int, engines: dict, state: dict, keep: int) -> str:
+    """Write a resumable checkpoint of ``engines`` (name -> DeepSpeedEngine) and ``state`` (JSON-able).
+
+    Written to ``tmp-step-N`` by every rank and renamed to ``step-N`` by rank 0 once all ranks are done, so a
+    crash mid-write never leaves a checkpoint that looks complete. Keeps the newest ``keep`` checkpoints.
+    """
+    final = os.path.join(ckpt_root, f"{CKPT_PREFIX}{step}")
+    tmp = os.path.join(ckpt_root, f"tmp-{CKPT_PREFIX}{step}")
+    if is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
+    barrier()
+    for name, eng in engines.items():
+        eng.save_checkpoint(tmp, tag=name, save_latest=False)
+    _rng_to_files(rng_state(), os.path.join(tmp, f"rng_rank{rank()}"))
+    barrier()
+    if is_main():
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump({"step": step, "world_size": world_size(), **state}, f, indent=1)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(ckpt_root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load_checkpoint(path: str, engines: dict) -> dict:
+    """Restore ``engines`` (model, optimizer, scheduler) and this rank's RNG; return the saved state dict."""
+    with open(os.path.join(path, "state.json")) as f:
+        state = json.load(f)
+    if state.get("world_size") != world_size():
+        raise RuntimeError(
+            f"{path} was written by {state.get('world_size')} processes; resume it with the same number "
+            f"(this run has {world_size()})"
+        )
+    for name, eng in engines.items():
+        load_path, _ = eng.load_checkpoint(path, tag=name, load_optimizer_states=True, load_lr_scheduler_states=True)
+        if load_path is None:
+            raise RuntimeError(f"{path}: no checkpoint for '{name}'")
+    rng_file = os.path.join(path, f"rng_rank{rank()}")
+    if os.path.exists(rng_file + ".json"):
+        set_rng_state(_rng_from_files(rng_file))
+    return state
+
+
+def gathered_state_dict(engine_or_model) -> dict[str, torch.Tensor] | None:
+    """Full (consolidated) state dict on rank 0, None elsewhere; gathers ZeRO-3 partitions."""
+    module = unwrap(engine_or_model)
+    zero3 = getattr(engine_or_model, "zero_optimization_partition_weights", lambda: False)()
+    if zero3 or any(hasattr(p, "ds_id") for p in module.parameters()):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            sd = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if is_main() else None
+        return sd
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()} if is_main() else None
+
+
+def save_hf_model(engine_or_model, tokenizer, out_dir: str, extra_files: dict[str, str] | None = None) -> None:
+    """Save a plain Hugging Face model (safetensors) + tokenizer into ``out_dir`` on rank 0, atomically.
+
+    Works under every ZeRO stage: parameters are gathered first. Files land in ``out_dir/.tmp-model`` and are
+    moved into place one by one with ``os.replace``.
+    """
+    module = unwrap(engine_or_model)
+    sd = gathered_state_dict(engine_or_model)
+    if is_main():
+        tmp = os.path.join(out_dir, ".tmp-model")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        module.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        for name in os.listdir(tmp):
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        os.rmdir(tmp)
+    barrier()
+
+
+def describe_engine(ds: DeepSpeedConfig, plan: BatchPlan) -> str:
+    off = [n for n, on in (("optimizer", ds.offload_optimizer), ("params", ds.offload_param)) if on]
+    return (
+        f"DeepSpeed ZeRO-{ds.zero_stage}, {ds.precision}, {plan.describe()}"
+        + (f", offload {'+'.join(off)} to cpu" if off else "")
+    )
+
+
+__all__ = [
+    "BatchPlan",
+    "deepspeed_config",
+    "describe_engine",
+    "find_resume_checkpoint",
+    "gathered_state_dict",
+    "list_checkpoints",
+    "load_checkpoint",
+    "lr_lambda",
+    "print0",
+    "resolve_batch",
+    "save_checkpoint",
+    "save_hf_model",
+    "unwrap",
+    "wrap_trainable",
+]

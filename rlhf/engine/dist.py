@@ -1,0 +1,131 @@
+"""Rank/world helpers and process-group set-up. The only place besides ``core`` that touches DeepSpeed.
+
+A single process needs no launcher: :func:`init_env` fills in RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR
+and MASTER_PORT when no launcher did, so ``rlhf sft cfg.yaml`` works as it is, and so does the same
+command under ``torchrun``, ``deepspeed`` or ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_env() -> None:
+    """Set the rendezvous variables for a single process when no launcher set them.
+
+    SLURM's ``srun`` without torchrun sets SLURM_PROCID/SLURM_NTASKS: those are mapped too.
+    """
+    if "WORLD_SIZE" not in os.environ and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
+        os.environ["RANK"] = os.environ["SLURM_PROCID"]
+        os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    if "WORLD_SIZE" not in os.environ:
+        os.environ["RANK"] = "0"
+        os.environ["WORLD_SIZE"] = "1"
+        os.environ["LOCAL_RANK"] = "0"
+        os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        if os.environ["WORLD_SIZE"] != "1":
+            raise RuntimeError("MASTER_PORT is not set for a multi-process run: launch with torchrun or deepspeed")
+        os.environ["MASTER_PORT"] = str(_free_port())
+
+
+def rank() -> int:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return torch_dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return torch_dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def print0(*args: Any, **kwargs: Any) -> None:
+    """print on rank 0 only (flushes, so logs interleave sensibly with progress bars)."""
+    if is_main():
+        print(*args, **kwargs, flush=True)
+
+
+def barrier() -> None:
+    if torch_dist.is_available() and torch_dist.is_initialized() and world_size() > 1:
+        torch_dist.barrier()
+
+
+def device() -> torch.device:
+    """This rank's device as DeepSpeed's accelerator sees it (cuda:N, xpu:N, npu:N, mps or cpu)."""
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    if acc.device_name() == "cpu":
+        return torch.device("cpu")
+    return torch.device(acc.device_name(local_rank()))
+
+
+def on_cpu() -> bool:
+    return device().type == "cpu"
+
+
+def init_distributed() -> None:
+    """Set env (single process), then create the process group with the accelerator's backend."""
+    init_env()
+    if torch_dist.is_initialized():
+        return
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    if acc.device_name() != "cpu":
+        acc.set_device(local_rank())
+    deepspeed.init_distributed(dist_backend=acc.communication_backend_name(), verbose=False)
+
+
+def all_reduce_mean(metrics: dict[str, float]) -> dict[str, float]:
+    """Average a dict of scalars over ranks (one collective); identity on one process."""
+    if world_size() == 1 or not torch_dist.is_initialized() or not metrics:
+        return dict(metrics)
+    keys = sorted(metrics)
+    t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=device())
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
+    t /= world_size()
+    return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def seed_everything(seed: int) -> int:
+    """Seed python, numpy and torch with ``seed + rank`` (N+ detail 9); returns the seed used."""
+    import numpy as np
+
+    s = seed + rank()
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    return s
+
+
+def warn0(msg: str) -> None:
+    if is_main():
+        print(f"warning: {msg}", file=sys.stderr, flush=True)

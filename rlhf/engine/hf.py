@@ -1,0 +1,142 @@
+"""The shared DeepSpeed dict, handed to TRL/HF Trainer-based stages (SFT, RM).
+
+Facts this encodes (checked on transformers 5 / accelerate 1.x / TRL 1.x):
+- TRL configs default to bf16, which fails on a CPU-only machine: precision comes from our config.
+- Under ``torchrun`` on CPU, accelerate counts one process in its metric gather unless ``use_cpu=True`` is
+  passed with the DeepSpeed dict; with it ZeRO-3 over 2 CPU processes trains.
+- HF writes ``checkpoint-N`` directories non-atomically; :class:`CheckpointMarker` drops a ``COMPLETE`` file into
+  each once the save has returned, and :func:`find_hf_checkpoint` only resumes from marked ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers import TrainerCallback
+
+from rlhf.config import DeepSpeedConfig, RunConfig, TrainConfig
+from rlhf.engine.core import BatchPlan, deepspeed_config
+from rlhf.engine.dist import init_env, is_main, on_cpu
+
+COMPLETE = "COMPLETE"
+
+
+def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan: BatchPlan, ckpt_dir: str) -> dict:
+    """Keyword arguments shared by TRL's SFTConfig / RewardConfig, from our sections."""
+    init_env()
+    kw = dict(
+        output_dir=ckpt_dir,
+        per_device_train_batch_size=plan.micro_batch,
+        per_device_eval_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.grad_accum,
+        learning_rate=train.learning_rate * plan.lr_scale,
+        lr_scheduler_type={"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}[
+            train.lr_scheduler
+        ],
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_eps,
+        max_grad_norm=ds.gradient_clipping if ds.gradient_clipping > 0 else 0.0,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps if train.max_steps > 0 else -1,
+        logging_steps=run.logging_steps,
+        save_strategy="steps",
+        save_steps=run.save_steps,
+        save_total_limit=run.save_total_limit,
+        eval_strategy="steps" if train.eval_steps else "no",
+        eval_steps=train.eval_steps or None,
+        seed=run.seed,
+        data_seed=run.seed,
+        report_to=list(run.report_to) or "none",
+        disable_tqdm=not (run.progress and is_main()),
+        bf16=ds.precision == "bf16",
+        fp16=ds.precision == "fp16",
+        use_cpu=on_cpu(),
+        deepspeed=deepspeed_config(ds, plan, train),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        save_only_model=False,
+        logging_first_step=True,
+    )
+    if train.lr_scheduler == "cosine":
+        kw["lr_scheduler_kwargs"] = {"min_lr_rate": train.min_lr_ratio}
+    return kw
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint-N directory complete once HF's save has returned (see module doc)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if is_main():
+            path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if os.path.isdir(path):
+                with open(os.path.join(path, COMPLETE), "w") as f:
+                    f.write(str(state.global_step))
+
+
+class MetricsCallback(TrainerCallback):
+    """Forwards the Trainer's logs to our ``metrics.jsonl`` (one line per logged step)."""
+
+    def __init__(self, log, prefix_eval: bool = True):
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.log.log(state.global_step, {k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+
+def find_hf_checkpoint(resume: str, ckpt_dir: str) -> str | None:
+    """``run.resume`` -> the newest complete HF checkpoint-N dir, or None."""
+    if resume == "never":
+        return None
+    if resume != "auto":
+        if not os.path.exists(os.path.join(resume, "trainer_state.json")):
+            raise FileNotFoundError(f"run.resume: {resume} is not a complete checkpoint (no trainer_state.json)")
+        return resume
+    if not os.path.isdir(ckpt_dir):
+        return None
+    found = []
+    for name in os.listdir(ckpt_dir):
+        path = os.path.join(ckpt_dir, name)
+        if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.exists(os.path.join(path, COMPLETE)):
+            found.append((int(name[11:]), path))
+    return max(found)[1] if found else None
+
+
+def save_final_model(trainer, tok, out: str, lora_base=None) -> None:
+    """The trained model into ``out`` as a plain HF model + tokenizer, atomically (files moved with os.replace).
+
+    ``trainer.save_model`` gathers ZeRO-3 shards on rank 0. With LoRA, pass ``lora_base`` (a callable returning
+    a fresh base model): the adapter goes to ``out/adapter`` and a merged full model to ``out``.
+    """
+    import shutil
+
+    from rlhf.engine.dist import barrier
+
+    tmp = os.path.join(out, ".tmp-model")
+    if is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(tmp)
+    barrier()
+    if not is_main():
+        return
+    if lora_base is not None:
+        from peft import PeftModel
+
+        adapter_dir = os.path.join(out, "adapter")
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        os.replace(tmp, adapter_dir)
+        merged = PeftModel.from_pretrained(lora_base(), adapter_dir).merge_and_unload()
+        os.makedirs(tmp)
+        merged.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    if os.path.exists(os.path.join(tmp, "training_args.bin")):
+        os.remove(os.path.join(tmp, "training_args.bin"))  # a Trainer pickle; outputs are safetensors + JSON only
+    for name in os.listdir(tmp):
+        dst = os.path.join(out, name)
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            shutil.rmtree(dst)
+        os.replace(os.path.join(tmp, name), dst)
+    os.rmdir(tmp)

@@ -1,0 +1,74 @@
+"""The shared DeepSpeed backend: batch arithmetic, the config dict, rendezvous env, LR schedule."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from rlhf.config import DeepSpeedConfig, TrainConfig
+from rlhf.engine import deepspeed_config, init_env, lr_lambda, resolve_batch
+
+
+@pytest.mark.parametrize(
+    "world,global_bs,micro,expect",
+    [(1, 32, 8, (32, 8, 4)), (2, 32, 8, (32, 8, 2)), (4, 32, 8, (32, 8, 1)), (8, 32, 8, (32, 4, 1)), (3, 24, 16, (24, 8, 1))],
+)
+def test_global_batch_stays_fixed_and_accumulation_adapts(world, global_bs, micro, expect):
+    plan = resolve_batch(DeepSpeedConfig(global_batch_size=global_bs, micro_batch_size=micro), world)
+    assert (plan.global_batch, plan.micro_batch, plan.grad_accum) == expect
+    assert plan.global_batch == plan.micro_batch * plan.grad_accum * world and plan.lr_scale == 1
+
+
+def test_uneven_split_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match="deepspeed.global_batch_size"):
+        resolve_batch(DeepSpeedConfig(global_batch_size=10, micro_batch_size=4), 3)
+
+
+@pytest.mark.parametrize("rule,factor", [("linear", 4.0), ("sqrt", 2.0)])
+def test_lr_scaling_rules(rule, factor):
+    ds = DeepSpeedConfig(global_batch_size=16, micro_batch_size=8, lr_scaling=rule, reference_world_size=1)
+    plan = resolve_batch(ds, 4)
+    assert plan.global_batch == 64 and plan.lr_scale == pytest.approx(factor)
+
+
+def test_deepspeed_dict_follows_the_section():
+    ds = DeepSpeedConfig(zero_stage=3, offload_optimizer=True, offload_param=True, precision="bf16",
+                         gradient_clipping=0.5, global_batch_size=16, micro_batch_size=4)
+    plan = resolve_batch(ds, 2)
+    cfg = deepspeed_config(ds, plan, TrainConfig(learning_rate=2e-5))
+    assert cfg["train_batch_size"] == 16 and cfg["train_micro_batch_size_per_gpu"] == 4
+    assert cfg["gradient_accumulation_steps"] == 2 and cfg["gradient_clipping"] == 0.5
+    z = cfg["zero_optimization"]
+    assert z["stage"] == 3 and z["offload_optimizer"]["device"] == "cpu" and z["offload_param"]["device"] == "cpu"
+    assert z["stage3_gather_16bit_weights_on_model_save"] is True
+    assert cfg["bf16"]["enabled"] and not cfg["fp16"]["enabled"]
+    assert cfg["optimizer"]["params"]["lr"] == 2e-5  # offloaded optimizer state needs DeepSpeed's CPU Adam
+    plain = deepspeed_config(DeepSpeedConfig(gradient_clipping=0), resolve_batch(DeepSpeedConfig(), 1))
+    assert "gradient_clipping" not in plain and "optimizer" not in plain and plain["zero_optimization"] == {"stage": 0}
+
+
+def test_single_process_needs_no_launcher(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    init_env()
+    assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "1" and os.environ["LOCAL_RANK"] == "0"
+    assert int(os.environ["MASTER_PORT"]) > 0 and os.environ["MASTER_ADDR"]
+
+
+def test_launcher_env_is_left_alone(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    init_env()
+    assert os.environ["RANK"] == "1" and os.environ["MASTER_PORT"] == "29555"
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    f = lr_lambda(TrainConfig(lr_scheduler="cosine", warmup_steps=4, min_lr_ratio=0.1), total_steps=14)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == pytest.approx(1.0) and f(14) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    g = lr_lambda(TrainConfig(lr_scheduler="linear"), total_steps=10)
+    assert g(0) == 1.0 and g(5) == pytest.approx(0.5) and g(10) == 0.0
