@@ -1,0 +1,1 @@
+"""Models: loading (hub id, local path, from config), LoRA, heads, the tiny default."""

@@ -1,0 +1,130 @@
+"""Load and build models and tokenizers: hub id or local path, from a config, optional LoRA.
+
+Weights load from safetensors only (``use_safetensors=True``); ``trust_remote_code`` is off unless the config
+turns it on. Dropout is switched off in every model we load (RLHF implementation detail 9 in README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from rlhf.config import LoraConfig, ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _hub_kwargs(cfg: ModelConfig) -> dict:
+    kw: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        kw["revision"] = cfg.revision
+    return kw
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer for ``cfg``; checks PAD != EOS and that a chat template exists."""
+    path = cfg.tokenizer_path
+    if not path:
+        raise ValueError("model.tokenizer: no tokenizer given (set model.tokenizer or model.name_or_path)")
+    kw = _hub_kwargs(cfg)
+    if cfg.gguf_file and not cfg.tokenizer:
+        kw["gguf_file"] = cfg.gguf_file
+    tok = AutoTokenizer.from_pretrained(path, **kw)
+    if cfg.chat_template:
+        with open(cfg.chat_template, encoding="utf-8") as f:
+            tok.chat_template = f.read()
+    if tok.eos_token_id is None:
+        raise ValueError(f"model.tokenizer: {path} has no EOS token")
+    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
+        # PAD must differ from EOS, or masking the padding also hides EOS and the policy never learns to stop
+        # (N+ detail 2). Reuse an existing unused special token when the vocabulary has one.
+        for cand in ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "[PAD]"):
+            if cand in tok.get_vocab() and tok.convert_tokens_to_ids(cand) != tok.eos_token_id:
+                tok.pad_token = cand
+                break
+        else:
+            tok.add_special_tokens({"pad_token": "<|pad|>"})
+    if not tok.chat_template:
+        raise ValueError(
+            f"model.tokenizer: {path} has no chat template; set model.chat_template to a Jinja template file"
+        )
+    return tok
+
+
+def _finish(model: torch.nn.Module, tok: PreTrainedTokenizerBase | None) -> torch.nn.Module:
+    if tok is not None:
+        if len(tok) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tok))
+        model.config.pad_token_id = tok.pad_token_id
+        model.config.eos_token_id = tok.eos_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tok.pad_token_id
+            model.generation_config.eos_token_id = tok.eos_token_id
+    disable_dropout(model)
+    return model
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0 (modules and config fields)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        for k in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            if isinstance(getattr(cfg, k, None), float):
+                setattr(cfg, k, 0.0)
+
+
+def load_causal_lm(cfg: ModelConfig, tok: PreTrainedTokenizerBase | None = None) -> torch.nn.Module:
+    """A causal LM from a hub id / local dir (safetensors only) or built from ``from_config``."""
+    dtype = DTYPES[cfg.dtype]
+    if cfg.from_config:
+        with open(cfg.from_config, encoding="utf-8") as f:
+            conf_dict = json.load(f)
+        conf = AutoConfig.for_model(**conf_dict)
+        model = AutoModelForCausalLM.from_config(conf, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        return _finish(model, tok)
+    kw = _hub_kwargs(cfg)
+    if cfg.gguf_file:
+        kw["gguf_file"] = cfg.gguf_file
+    else:
+        kw["use_safetensors"] = True
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kw
+    )
+    return _finish(model, tok)
+
+
+def apply_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
+    """Wrap ``model`` with peft LoRA adapters (only adapters train)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    pcfg = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type=task_type,
+        bias="none",
+    )
+    return get_peft_model(model, pcfg)
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts (ZeRO-3 aware)."""
+    total = trainable = 0
+    for p in model.parameters():
+        n = getattr(p, "ds_numel", p.numel())
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+def is_model_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json"))
