@@ -1,0 +1,115 @@
+"""``rlhf <command> CONFIG.yaml [key.sub=value ...]``: thin dispatch to the stages and tools, no logic."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from rlhf.config import STAGES, ConfigError, describe, load_config
+
+STAGE_HELP = {
+    "pretrain": "pretrain a causal LM from a config (the tiny default's base model)",
+    "sft": "supervised fine-tuning on prompt/completion data (PALMS values-targeted set)",
+}
+
+
+def _stage(name: str, args: argparse.Namespace) -> int:
+    cfg = load_config(STAGES[name], args.config, args.overrides)
+    module = importlib.import_module(f"rlhf.stages.{name}")
+    module.run(cfg)
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from rlhf.data.check import check_file
+
+    tokenizer = None
+    max_length = args.max_length
+    categories = args.categories
+    tok_path = args.tokenizer
+    if args.config:
+        # take tokenizer, categories and max_length from a stage config
+        for stage_cls in STAGES.values():
+            try:
+                cfg = load_config(stage_cls, args.config)
+                break
+            except ConfigError:
+                continue
+        else:
+            raise ConfigError(f"{args.config}: not a valid config for any stage")
+        tok_path = tok_path or cfg.model.tokenizer_path
+        data = getattr(cfg, "data", None)
+        max_length = max_length or getattr(data, "max_length", None)
+        categories = categories if categories is not None else getattr(data, "categories_file", "")
+    if tok_path:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    bad = 0
+    for path in args.files:
+        report = check_file(path, args.kind, tokenizer, categories or "", max_length)
+        print(report.format())
+        bad += len(report.problems)
+    return 1 if bad else 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    for key, tp, default, doc in describe(STAGES[args.stage]):
+        print(f"{key} ({tp}, default {default!r})\n    {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlhf", description="RLHF alignment: pretrain -> sft -> rm -> ppo -> eval")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in STAGES:
+        sp = sub.add_parser(name, help=STAGE_HELP.get(name, name))
+        sp.add_argument("config", help="YAML config file")
+        sp.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-5")
+        sp.set_defaults(func=lambda a, n=name: _stage(n, a))
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
+    ck = data.add_parser("check", help="report every bad row (file, line, reason) and a summary")
+    ck.add_argument("files", nargs="+", help="JSONL/Parquet files or datasets names")
+    ck.add_argument("--kind", default="auto", choices=["auto", "sft", "prompt", "preference"])
+    ck.add_argument("--config", help="take tokenizer, categories and max_length from this stage config")
+    ck.add_argument("--tokenizer", help="tokenizer dir or hub id for token lengths (default: data/tokenizer)")
+    ck.add_argument("--max-length", type=int, help="flag rows longer than this many tokens")
+    ck.add_argument("--categories", help="categories.yaml whose ids are allowed (default: data/palms/categories.yaml)")
+    ck.set_defaults(func=_data_check)
+
+    cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
+    cs.add_argument("stage", choices=list(STAGES))
+    cs.set_defaults(func=_config_show)
+    return p
+
+
+def _defaults_for_check(args: argparse.Namespace) -> None:
+    if getattr(args, "func", None) is _data_check and not args.config:
+        if args.tokenizer is None and os.path.isdir("data/tokenizer"):
+            args.tokenizer = "data/tokenizer"
+        if args.categories is None and os.path.isfile("data/palms/categories.yaml"):
+            args.categories = "data/palms/categories.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _defaults_for_check(args)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        from rlhf.data.formats import DataError
+
+        if isinstance(e, DataError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

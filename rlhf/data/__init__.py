@@ -1,0 +1,1 @@
+"""Data: formats, validation, tokenisation, collators."""

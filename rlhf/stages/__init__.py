@@ -1,0 +1,1 @@
+"""Stages: one readable file each, setup -> train -> save."""
