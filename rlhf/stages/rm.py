@@ -1,0 +1,153 @@
+"""``rlhf rm CONFIG``: a Bradley-Terry reward model on human preference pairs (TRL RewardTrainer).
+
+setup -> train -> evaluate -> normalise -> save:
+
+1. Validate and tokenise the pairs (every bad row reported with file and line; nothing trains on bad data).
+2. A sequence-classification model with a scalar head, initialised from the SFT model (or any causal LM);
+   dropout off; the reward is read at the last non-pad token (the EOS after the response).
+3. Train with ``rlhf.algos.losses.pairwise_loss``: -log sigmoid(r_c - r_r - margin) (+ optional centring),
+   on the shared DeepSpeed dict; optional LoRA (the head always trains).
+4. Evaluate on the held-out test pairs: accuracy (ties wrong), mean margin, accuracy per category, expected
+   calibration error of sigmoid(r_c - r_r), and the "longer response wins" baseline beside them.
+5. Fit the normalisation (gain, bias: the chosen responses of the reference pairs get mean 0, std 1) and save
+   it with the model; later stages score through ``rlhf.models.reward.RewardScorer``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import torch
+
+from rlhf import engine as E
+from rlhf.algos.losses import pairwise_loss
+from rlhf.config import RMStageConfig
+from rlhf.data.formats import load_categories
+from rlhf.data.preference import load_preferences
+from rlhf.engine.hf import CheckpointMarker, MetricsCallback, find_hf_checkpoint, save_final_model, trainer_kwargs
+from rlhf.eval.reward_metrics import reward_report
+from rlhf.models.loading import apply_lora, count_params, load_tokenizer
+from rlhf.models.reward import Normalization, load_reward_backbone, score_sequences
+from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output_dir, save_config, write_json
+
+
+def make_trainer_class():
+    from trl import RewardTrainer
+
+    class BTRewardTrainer(RewardTrainer):
+        """TRL's RewardTrainer with the loss from ``rlhf.algos.losses.pairwise_loss``."""
+
+        center_coef: float = 0.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            r_c, r_r = torch.chunk(outputs.logits.squeeze(-1), chunks=2)  # (B,), (B,)
+            loss, stats = pairwise_loss(r_c, r_r, inputs.get("margin"), self.center_coef)
+            for k, v in stats.items():
+                self._metrics[mode][k].append(self.accelerator.gather_for_metrics(v).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return BTRewardTrainer
+
+
+def pair_rewards(model, encodings: list[dict], pad_id: int, batch_size: int, device) -> tuple[list[float], list[float]]:
+    chosen = score_sequences(model, [e["chosen_ids"] for e in encodings], pad_id, batch_size, device)
+    rejected = score_sequences(model, [e["rejected_ids"] for e in encodings], pad_id, batch_size, device)
+    return chosen, rejected
+
+
+def run(cfg: RMStageConfig) -> dict:
+    from datasets import Dataset
+    from trl import RewardConfig
+
+    t_start = time.time()
+    E.init_env()
+    out = cfg.run.output_dir
+    ckpt_dir = prepare_output_dir(out, cfg.run.resume)
+
+    # ---- setup ------------------------------------------------------------------------------------------
+    tok = load_tokenizer(cfg.model)
+    categories = load_categories(cfg.data.categories_file)
+    d = cfg.data
+    train_ex, train_enc = load_preferences(d.train_file, tok, categories, d.max_length, d.on_overlength)
+    test_ex, test_enc = (
+        load_preferences(d.test_file, tok, categories, d.max_length, d.on_overlength) if d.test_file else ([], [])
+    )
+    if any("margin" in e for e in train_enc):  # one column for all rows: a missing margin is 0
+        train_enc = [{**e, "margin": e.get("margin", 0.0)} for e in train_enc]
+    plan = E.resolve_batch(cfg.deepspeed)
+    model = load_reward_backbone(cfg.model, tok, cfg.run.seed, cfg.reward.head_init_std)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")  # peft keeps the score head trainable
+    total, trainable = count_params(model)
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * -(-len(train_enc) // plan.global_batch))
+    derived = {
+        "world_size": plan.world_size, "global_batch": plan.global_batch, "micro_batch": plan.micro_batch,
+        "grad_accum": plan.grad_accum, "train_pairs": len(train_enc), "test_pairs": len(test_enc),
+        "total_steps": total_steps, "parameters": total, "trainable_parameters": trainable,
+    }
+    E.print0(
+        f"[rm] {len(train_enc)} train pairs from {d.train_file}, {len(test_enc)} test pairs; {total / 1e6:.2f}M "
+        f"parameters, {trainable / 1e6:.2f}M trainable; {E.describe_engine(cfg.deepspeed, plan)}; "
+        f"about {total_steps} steps"
+    )
+    kw = trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir)
+    args = RewardConfig(**kw, max_length=None, center_rewards_coefficient=None, disable_dropout=True)
+    resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
+    announce("rm", out, resume_from)
+    save_config(out, cfg, derived)
+    log = MetricsLog(out, (), resume_step=int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0)
+    trainer_cls = make_trainer_class()
+    trainer_cls.center_coef = cfg.reward.center_rewards_coefficient
+    cols = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_enc[0] else [])
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([{k: e[k] for k in cols} for e in train_enc]),
+        processing_class=tok,
+        callbacks=[CheckpointMarker(), MetricsCallback(log)],
+    )
+
+    # ---- train ------------------------------------------------------------------------------------------
+    result = trainer.train(resume_from_checkpoint=resume_from)
+
+    # ---- evaluate ---------------------------------------------------------------------------------------
+    device = E.device()
+    trained = trainer.model
+    bs = plan.micro_batch * 2
+    summary: dict = {"stage": "rm", "steps": trainer.state.global_step, "train_loss": result.training_loss}
+    if test_enc:
+        r_c, r_r = pair_rewards(trained, test_enc, tok.pad_token_id, bs, device)
+        report = reward_report(r_c, r_r, [e.chosen for e in test_ex], [e.rejected for e in test_ex],
+                               [e.category for e in test_ex], cfg.reward.ece_bins)
+        summary.update({f"test_{k}": v for k, v in report.items()})
+        if E.is_main():  # per-pair raw scores, so anyone can check the saved model scores pairs the same way
+            rows = [{"line": e.line, "category": e.category, "chosen": c, "rejected": r}
+                    for e, c, r in zip(test_ex, r_c, r_r)]
+            atomic_write_text(os.path.join(out, "test_scores.jsonl"), "".join(json.dumps(x) + "\n" for x in rows))
+    tr_c, tr_r = pair_rewards(trained, train_enc, tok.pad_token_id, bs, device)
+    summary["train_accuracy"] = sum(c > r for c, r in zip(tr_c, tr_r)) / len(tr_c)
+
+    # ---- normalise + save -------------------------------------------------------------------------------
+    ref_file = d.normalize_reference_file or d.train_file
+    if ref_file == d.train_file:
+        ref_chosen = tr_c
+    else:
+        _, ref_enc = load_preferences(ref_file, tok, categories, d.max_length, d.on_overlength)
+        ref_chosen, _ = pair_rewards(trained, ref_enc, tok.pad_token_id, bs, device)
+    norm = Normalization.fit(ref_chosen, reference=ref_file)
+    summary["normalization"] = {"gain": norm.gain, "bias": norm.bias}
+    save_final_model(trainer, tok, out, lora_base=(lambda: load_reward_backbone(cfg.model, tok, cfg.run.seed, cfg.reward.head_init_std)) if cfg.lora.enabled else None)
+    summary["wall_time_s"] = round(time.time() - t_start, 1)
+    if E.is_main():
+        norm.save(out)
+        write_json(os.path.join(out, "summary.json"), summary)
+        log.log(summary["steps"], {k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    E.print0(f"[rm] done: test accuracy {summary.get('test_accuracy', float('nan')):.3f} "
+             f"(longer-wins baseline {summary.get('test_length_baseline_accuracy', float('nan')):.3f}), "
+             f"ECE {summary.get('test_ece', float('nan')):.3f}; wrote {out}")
+    return summary

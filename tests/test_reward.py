@@ -1,0 +1,238 @@
+"""Reward model: the loss against hand computations, metrics against hand counts, every preference format,
+bad rows with line numbers, and the stage on the micro default (learning, plain loading, normalisation, resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import rlhf.engine.hf as H
+from rlhf.algos.losses import pairwise_loss
+from rlhf.config import RMStageConfig, SFTStageConfig, load_config
+from rlhf.data.check import check_file
+from rlhf.data.formats import DataError, Row
+from rlhf.data.preference import encode_pair, load_preferences, parse_hh, parse_preference_row
+from rlhf.eval.reward_metrics import accuracy, expected_calibration_error, longer_wins_accuracy
+from rlhf.models.reward import Normalization, RewardScorer
+from rlhf.stages import rm, sft
+
+from .conftest import ROOT, TOKENIZER
+from .test_stages_pretrain_sft import assert_same_weights
+
+CATS = os.path.join(ROOT, "data/palms/categories.yaml")
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# ---- loss and metrics against hand computations ------------------------------------------------------------
+
+
+def test_pairwise_loss_matches_hand_computation():
+    rc, rr = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([1.0, 1.5, -1.0])
+    loss, stats = pairwise_loss(rc, rr)
+    expect = -(math.log(sig(1.0)) + math.log(sig(-1.0)) + math.log(sig(0.0))) / 3
+    assert loss.item() == pytest.approx(expect, abs=1e-6)
+    assert stats["accuracy"].item() == pytest.approx(1 / 3)  # the tie counts as wrong
+    assert stats["margin"].item() == pytest.approx(0.0)
+
+
+def test_pairwise_loss_with_margin_and_centring():
+    rc, rr, m = torch.tensor([2.0, 0.5]), torch.tensor([1.0, 1.5]), torch.tensor([0.5, 0.0])
+    loss, stats = pairwise_loss(rc, rr, m, center_coef=0.01)
+    bt = -(math.log(sig(2.0 - 1.0 - 0.5)) + math.log(sig(0.5 - 1.5 - 0.0))) / 2
+    center = ((2.0 + 1.0) ** 2 + (0.5 + 1.5) ** 2) / 2
+    assert loss.item() == pytest.approx(bt + 0.01 * center, abs=1e-6)
+    assert stats["center_penalty"].item() == pytest.approx(center)
+
+
+def test_pairwise_loss_gradient_pushes_chosen_up():
+    rc = torch.tensor([0.0], requires_grad=True)
+    rr = torch.tensor([0.0], requires_grad=True)
+    pairwise_loss(rc, rr)[0].backward()
+    assert rc.grad.item() == pytest.approx(-0.5) and rr.grad.item() == pytest.approx(0.5)
+
+
+def test_accuracy_and_ece_match_hand_counts():
+    rc, rr = [1.0, 0.0, 2.0, -1.0], [0.0, 0.0, 0.0, 1.0]
+    assert accuracy(rc, rr) == 0.5
+    # p = sigmoid(d) for d in (1, 0, 2, -2); each pair is scored in both orders: (p, 1) and (1 - p, 0)
+    ps = [(sig(1), 1), (1 - sig(1), 0), (0.5, 1), (0.5, 0), (sig(2), 1), (1 - sig(2), 0), (sig(-2), 1), (1 - sig(-2), 0)]
+    bins: dict[int, list] = {}
+    for p, y in ps:
+        bins.setdefault(min(int(p * 10), 9), []).append((p, y))
+    expect = sum(len(b) / 8 * abs(sum(y for _, y in b) / len(b) - sum(p for p, _ in b) / len(b)) for b in bins.values())
+    assert expected_calibration_error(rc, rr, 10) == pytest.approx(expect)
+    assert expected_calibration_error([0.0] * 5, [0.0] * 5) == pytest.approx(0.0)  # p = 0.5, half right: calibrated
+    assert longer_wins_accuracy(["aaa", "a", "bb"], ["aa", "aa", "bb"]) == pytest.approx(1 / 3)
+
+
+def test_normalization_gives_mean_zero_std_one():
+    raw = [1.0, 2.0, 3.0, 6.0]
+    n = Normalization.fit(raw)
+    z = [n(x) for x in raw]
+    assert sum(z) / 4 == pytest.approx(0.0, abs=1e-9)
+    assert math.sqrt(sum(v * v for v in z) / 4) == pytest.approx(1.0)
+
+
+# ---- formats ----------------------------------------------------------------------------------------------
+
+HH_CHOSEN = "\n\nHuman: My friend says I look ugly.\n\nAssistant: That sounds hurtful.\n\nHuman: Am I ugly?\n\nAssistant: Beauty is subjective, and your worth is not your looks."
+HH_REJECTED = "\n\nHuman: My friend says I look ugly.\n\nAssistant: That sounds hurtful.\n\nHuman: Am I ugly?\n\nAssistant: Probably, if your friend says so."
+
+
+def test_hh_parser_splits_multi_turn_prompt_and_response():
+    msgs = parse_hh(HH_CHOSEN)
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
+    ex = parse_preference_row(Row("f", 1, {"chosen": HH_CHOSEN, "rejected": HH_REJECTED}), {})
+    assert ex.prompt == msgs[:3]
+    assert ex.chosen == "Beauty is subjective, and your worth is not your looks."
+    assert ex.rejected == "Probably, if your friend says so."
+
+
+def test_every_preference_format_gives_the_same_pair():
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    q, c, r = "Am I ugly?", "Beauty is subjective.", "Probably."
+    rows = [
+        {"prompt": q, "chosen": c, "rejected": r},
+        {"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": c}],
+         "rejected": [{"role": "assistant", "content": r}]},
+        {"chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": c}],
+         "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]},
+        {"chosen": f"\n\nHuman: {q}\n\nAssistant: {c}", "rejected": f"\n\nHuman: {q}\n\nAssistant: {r}"},
+    ]
+    encs = [encode_pair(tok, parse_preference_row(Row("f", i, d), {})) for i, d in enumerate(rows)]
+    assert all(e == encs[0] for e in encs)
+    assert encs[0]["chosen_ids"][-1] == tok.eos_token_id
+
+
+PREF_BAD = [
+    ('{"prompt": "q", "chosen": "good answer", "rejected": "bad answer", "category": "health", "margin": 1.0}', None),
+    ('{"prompt": "q", "chosen": "same", "rejected": "same"}', "chosen and rejected responses are identical"),
+    ('{"prompt": "q", "chosen": "good", "rejected": "  "}', "empty field 'rejected'"),
+    ('{"chosen": "\\n\\nHuman: a?\\n\\nAssistant: yes", "rejected": "\\n\\nHuman: b?\\n\\nAssistant: no"}', "prompts differ"),
+    ('{"prompt": "q", "chosen": "good"}', "missing field 'rejected'"),
+    ('{"prompt": "q", "chosen": "a", "rejected": "b", "margin": "big"}', "field 'margin' must be a number"),
+    ('{"chosen": "plain a", "rejected": "plain b"}', "no 'prompt' field and not an HH transcript"),
+    ('{"prompt": "q", "chosen": "' + "long " * 300 + '", "rejected": "short"}', "over max_length 64"),
+    ('{"prompt": "q", "chosen": "a", "rejected": "b", "category": "politics"}', "unknown category 'politics'"),
+]
+
+
+@pytest.fixture
+def pref_bad(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text("\n".join(r for r, _ in PREF_BAD) + "\n")
+    return str(p)
+
+
+def test_bad_preference_rows_are_reported_with_line_numbers(pref_bad):
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    report = check_file(pref_bad, "auto", tok, CATS, max_length=64)
+    assert report.kind == "preference"
+    by_line = {p.line: p.reason for p in report.problems}
+    for line, (_, expected) in enumerate(PREF_BAD, start=1):
+        if expected is None:
+            assert line not in by_line
+        else:
+            assert expected in by_line[line], (line, by_line.get(line))
+    assert "with data.on_overlength=truncate it would be truncated" in by_line[8]
+    with pytest.raises(DataError) as e:
+        load_preferences(pref_bad, tok, {}, 64)
+    assert f"{pref_bad}:2: chosen and rejected responses are identical" in str(e.value)
+
+
+def test_shipped_preference_data_meets_the_spec():
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    from rlhf.data.formats import load_categories
+
+    cats = load_categories(CATS)
+    train, _ = load_preferences(os.path.join(ROOT, "data/preferences/train.jsonl"), tok, cats, 512)
+    test, _ = load_preferences(os.path.join(ROOT, "data/preferences/test.jsonl"), tok, cats, 512)
+    assert len(train) + len(test) >= 400 and len(test) >= 80
+    assert not {json.dumps(e.prompt) for e in train} & {json.dumps(e.prompt) for e in test}
+    assert {e.category for e in train} == set(cats) == {e.category for e in test}
+    assert longer_wins_accuracy([e.chosen for e in test], [e.rejected for e in test]) <= 0.60
+    evals = {json.loads(x)["prompt"] for x in open(os.path.join(ROOT, "data/palms/eval_prompts.jsonl"))}
+    assert not evals & {e.prompt[0]["content"] for e in train + test}
+
+
+# ---- the stage on the micro default -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def micro_sft(tmp_path_factory, micro_base):
+    out = str(tmp_path_factory.mktemp("rm_sft"))
+    sft.run(load_config(SFTStageConfig, os.path.join(ROOT, "configs/tiny/sft.yaml"),
+                        [f"run.output_dir={out}", f"model.name_or_path={micro_base}", "run.progress=false",
+                         "train.max_steps=10", "train.learning_rate=2e-3"]))
+    return out
+
+
+def rm_cfg(out, base, *extra):
+    return load_config(RMStageConfig, os.path.join(ROOT, "configs/tiny/rm.yaml"),
+                       [f"run.output_dir={out}", f"model.name_or_path={base}", "run.progress=false", *extra])
+
+
+@pytest.fixture(scope="module")
+def rm_out(tmp_path_factory, micro_sft):
+    out = str(tmp_path_factory.mktemp("rm"))
+    rm.run(rm_cfg(out, micro_sft, "train.epochs=2", "train.learning_rate=1e-3"))
+    return out
+
+
+def test_rm_beats_chance_and_the_length_baseline(rm_out):
+    s = json.load(open(os.path.join(rm_out, "summary.json")))
+    assert s["test_pairs"] == 104
+    assert s["test_accuracy"] > 0.6 and s["test_accuracy"] > s["test_length_baseline_accuracy"] + 0.05, s
+    assert set(s["test_accuracy_per_category"]) == set(json.load(open(os.path.join(rm_out, "summary.json")))["test_accuracy_per_category"])
+    assert 0 <= s["test_ece"] <= 1 and s["test_mean_margin"] > 0
+
+
+def test_saved_rm_loads_plainly_and_scores_like_the_stage(rm_out):
+    model = AutoModelForSequenceClassification.from_pretrained(rm_out)
+    tok = AutoTokenizer.from_pretrained(rm_out)
+    scores = [json.loads(x) for x in open(os.path.join(rm_out, "test_scores.jsonl"))]
+    rows = [json.loads(x) for x in open(os.path.join(ROOT, "data/preferences/test.jsonl"))]
+    for s in scores[:3]:
+        row = rows[s["line"] - 1]
+        enc = encode_pair(tok, parse_preference_row(Row("f", 1, row), {}))
+        with torch.no_grad():
+            rc = model(torch.tensor([enc["chosen_ids"]])).logits.item()
+            rr = model(torch.tensor([enc["rejected_ids"]])).logits.item()
+        assert rc == pytest.approx(s["chosen"], abs=1e-4) and rr == pytest.approx(s["rejected"], abs=1e-4)
+
+
+def test_normalised_scores_of_reference_chosen_have_mean0_std1(rm_out):
+    scorer = RewardScorer.from_dir(rm_out)
+    rows = [json.loads(x) for x in open(os.path.join(ROOT, "data/preferences/train.jsonl"))]
+    z = scorer([[{"role": "user", "content": r["prompt"]}] for r in rows], [r["chosen"] for r in rows])
+    mean = sum(z) / len(z)
+    std = math.sqrt(sum((v - mean) ** 2 for v in z) / len(z))
+    assert mean == pytest.approx(0.0, abs=1e-3) and std == pytest.approx(1.0, abs=1e-3)
+
+
+def test_rm_resume_matches_uninterrupted_run(tmp_path, micro_sft, monkeypatch):
+    args = ("train.max_steps=6", "run.save_steps=3", "data.test_file=")
+    straight = str(tmp_path / "straight")
+    rm.run(rm_cfg(straight, micro_sft, *args))
+    resumed = str(tmp_path / "resumed")
+    real_on_save = H.CheckpointMarker.on_save
+
+    def mark_then_crash(self, a, state, control, **kw):
+        real_on_save(self, a, state, control, **kw)
+        if state.global_step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(H.CheckpointMarker, "on_save", mark_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        rm.run(rm_cfg(resumed, micro_sft, *args))
+    monkeypatch.setattr(H.CheckpointMarker, "on_save", real_on_save)
+    rm.run(rm_cfg(resumed, micro_sft, *args))
+    assert_same_weights(straight, resumed)
