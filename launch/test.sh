@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install rlhf with its test dependencies, then run the CPU test suite (plain pytest: fast and complete for
+# what a CPU can show; `-m slow` selects the long ones that the default run leaves out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/install.sh
+python3 -m ruff check .
+python3 -m pytest "$@"
