@@ -12,6 +12,8 @@ from rlhf.config import STAGES, ConfigError, describe, load_config
 STAGE_HELP = {
     "pretrain": "pretrain a causal LM from a config (the tiny default's base model)",
     "sft": "supervised fine-tuning on prompt/completion data (PALMS values-targeted set)",
+    "rm": "reward model on preference pairs (Bradley-Terry)",
+    "ppo": "PPO-ptx against a reward model or a reward function (InstructGPT eq. 2)",
 }
 
 
@@ -79,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--max-length", type=int, help="flag rows longer than this many tokens")
     ck.add_argument("--categories", help="categories.yaml whose ids are allowed (default: data/palms/categories.yaml)")
     ck.set_defaults(func=_data_check)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures").add_subparsers(dest="bench", required=True)
+    bp = bench.add_parser("ppo", help="time a few PPO iterations and print the phase breakdown and tokens/s")
+    bp.add_argument("config", help="PPO config YAML")
+    bp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    bp.add_argument("--iterations", type=int, default=5, help="iterations to run (the first is reported apart)")
+    bp.set_defaults(func=lambda a: importlib.import_module("rlhf.bench").main(a))
 
     cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
     cs.add_argument("stage", choices=list(STAGES))

@@ -287,10 +287,150 @@ class RMStageConfig:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
 
 
+@dataclass
+class PPODataConfig:
+    prompt_file: str = "data/prompts/train.jsonl"
+    """prompts to optimise on: {prompt} rows (optional category)"""
+    heldout_prompt_file: str = "data/prompts/test.jsonl"
+    """held-out prompts scored at the end (reward of the final actor vs the starting one); '' = none"""
+    categories_file: str = "data/palms/categories.yaml"
+    """category ids the prompts may use ('' = any)"""
+    max_prompt_length: int = 128
+    """prompts longer than this many tokens are an error"""
+    ptx_files: list[str] = field(default_factory=lambda: ["data/pretrain/train.txt"])
+    """pretraining text for the ptx term (.txt, {text} JSONL or a datasets name)"""
+    ptx_eval_file: str = "data/pretrain/heldout.txt"
+    """held-out pretraining text: its loss is reported at the start and end ('' = none)"""
+    ptx_block_size: int = 128
+    """tokens per ptx sequence"""
+
+    def check(self) -> None:
+        _positive(self, "max_prompt_length", "ptx_block_size")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    """response length limit; responses that reach it without EOS get ppo.missing_eos_penalty"""
+    temperature: float = 0.7
+    """sampling temperature; log-probs are computed from logits / temperature too (N+ detail 3)"""
+    top_k: int = 0
+    """0 = no top-k filtering (N+)"""
+    top_p: float = 1.0
+    """1.0 = no nucleus filtering (N+)"""
+
+    def check(self) -> None:
+        _positive(self, "max_new_tokens", "temperature", "top_p")
+        if self.top_p > 1 or self.top_k < 0:
+            raise ValueError("top_p: must be in (0, 1], and top_k >= 0")
+
+
+@dataclass
+class RewardSourceConfig:
+    model: str = ""
+    """reward model directory from 'rlhf rm' (scores are normalised with its saved gain and bias)"""
+    function: str = ""
+    """instead of a model: a Python callable 'package.module:function' (prompts, responses, categories) -> scores"""
+    clip: float = 0.0
+    """clip scores to [-clip, clip]; 0 = off"""
+
+    def check(self) -> None:
+        if bool(self.model) == bool(self.function):
+            raise ValueError("model: set exactly one of reward.model and reward.function")
+        if self.function and ":" not in self.function:
+            raise ValueError("function: expected 'package.module:function'")
+
+
+@dataclass
+class CriticConfig:
+    model: str = ""
+    """critic initialisation: a sequence-classification model dir; '' = the reward model (InstructGPT)"""
+    learning_rate: float = 1e-5
+    """critic learning rate (its own optimizer)"""
+
+    def check(self) -> None:
+        _positive(self, "learning_rate")
+
+
+@dataclass
+class PPOConfig:
+    iterations: int = 100
+    """rollout-and-train iterations"""
+    rollout_batch_size: int = 64
+    """prompts sampled per iteration, over all processes"""
+    mini_batch_size: int = 16
+    """episodes per optimizer step, over all processes"""
+    ppo_epochs: int = 1
+    """passes over each rollout (InstructGPT: 1; N+: 4)"""
+    kl_coef: float = 0.05
+    """beta: weight of the per-token KL penalty to the reference model (N+: 0.05; InstructGPT: 0.02)"""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """per-token KL estimator in the reward (k1 = log-ratio, as InstructGPT)"""
+    adaptive_kl: bool = False
+    """adapt beta towards kl_target (Ziegler et al. 2019)"""
+    kl_target: float = 6.0
+    """target of the summed per-sample KL for adaptive_kl"""
+    kl_horizon: int = 10000
+    """horizon of the adaptive controller"""
+    gamma: float = 1.0
+    """GAE discount (N+, InstructGPT: 1, no discount)"""
+    lam: float = 0.95
+    """GAE lambda (N+: 0.95)"""
+    clip_range: float = 0.2
+    """policy ratio clip epsilon (InstructGPT, N+: 0.2)"""
+    clip_range_value: float = 0.2
+    """value clip around the old values (N+: 0.2)"""
+    vf_coef: float = 0.1
+    """weight of the value loss (N+: 0.1)"""
+    ptx_coef: float = 0.0
+    """gamma of InstructGPT eq. 2: weight of the pretraining LM loss; 0 = plain PPO (InstructGPT used 27.8)"""
+    ptx_batch_size: int = 4
+    """pretraining sequences per micro-batch for the ptx term"""
+    missing_eos_penalty: float = -1.0
+    """score given to a response that did not end with EOS (N+ 'EOS trick': -1)"""
+    penalize_missing_eos: bool = True
+    """replace the score of responses without EOS by missing_eos_penalty"""
+    whiten_rewards: bool = False
+    """whiten per-token rewards before GAE (off in N+)"""
+    ema_decay: float = 0.0
+    """keep an exponential moving average of the actor (InstructGPT: 0.992); 0 = off"""
+    max_nonfinite: int = 3
+    """abort after this many non-finite losses or scores in a row (each one skips its update)"""
+    sample_every: int = 10
+    """print a table of sampled prompt/response/score rows every this many iterations"""
+
+    def check(self) -> None:
+        _positive(self, "iterations", "rollout_batch_size", "mini_batch_size", "ppo_epochs", "ptx_batch_size",
+                  "clip_range", "max_nonfinite", "sample_every", "kl_target", "kl_horizon")
+        if self.kl_coef < 0 or self.ptx_coef < 0 or self.vf_coef < 0:
+            raise ValueError("kl_coef: kl_coef, ptx_coef and vf_coef must be >= 0")
+        if self.rollout_batch_size % self.mini_batch_size:
+            raise ValueError("mini_batch_size: must divide rollout_batch_size")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay: must be in [0, 1)")
+
+
+@dataclass
+class PPOStageConfig:
+    """``rlhf ppo``: PPO-ptx against a reward model or function (InstructGPT eq. 2)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PPODataConfig = field(default_factory=PPODataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    reward: RewardSourceConfig = field(default_factory=RewardSourceConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-6, lr_scheduler="linear", adam_eps=1e-5))
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
 STAGES: dict[str, type] = {
     "pretrain": PretrainStageConfig,
     "sft": SFTStageConfig,
     "rm": RMStageConfig,
+    "ppo": PPOStageConfig,
 }
 
 
@@ -544,16 +684,20 @@ def dump_yaml(cfg: Any, extra: dict | None = None) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, doc) for every field, recursively: the reference for ``rlhf config``."""
+def describe(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, doc) for every field, recursively: the reference for ``rlhf config``.
+
+    Defaults come from a default instance, so a stage that overrides a section's defaults shows its own.
+    """
     rows = []
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    instance = instance if instance is not None else cls()
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        value = getattr(instance, f.name)
         if dataclasses.is_dataclass(tp):
-            rows += describe(tp, f"{prefix}{f.name}.")
+            rows += describe(tp, f"{prefix}{f.name}.", value)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((prefix + f.name, _type_name(tp), default, docs.get(f.name, "")))
+        rows.append((prefix + f.name, _type_name(tp), value, docs.get(f.name, "")))
     return rows

@@ -67,3 +67,31 @@ def micro_base(tmp_path_factory, micro_model_config) -> str:
     )
     pretrain.run(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_sft(tmp_path_factory, micro_base) -> str:
+    """The micro base after a short values-targeted SFT."""
+    from rlhf.config import SFTStageConfig, load_config
+    from rlhf.stages import sft
+
+    out = str(tmp_path_factory.mktemp("micro_sft"))
+    os.chdir(ROOT)
+    sft.run(load_config(SFTStageConfig, os.path.join(ROOT, "configs/tiny/sft.yaml"),
+                        [f"run.output_dir={out}", f"model.name_or_path={micro_base}", "run.progress=false",
+                         "train.max_steps=10", "train.learning_rate=2e-3"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_rm(tmp_path_factory, micro_sft) -> str:
+    """A reward model trained from the micro SFT model on the shipped preference pairs."""
+    from rlhf.config import RMStageConfig, load_config
+    from rlhf.stages import rm
+
+    out = str(tmp_path_factory.mktemp("micro_rm"))
+    os.chdir(ROOT)
+    rm.run(load_config(RMStageConfig, os.path.join(ROOT, "configs/tiny/rm.yaml"),
+                       [f"run.output_dir={out}", f"model.name_or_path={micro_sft}", "run.progress=false",
+                        "train.epochs=2", "train.learning_rate=1e-3"]))
+    return out

@@ -13,13 +13,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import rlhf.engine.hf as H
 from rlhf.algos.losses import pairwise_loss
-from rlhf.config import RMStageConfig, SFTStageConfig, load_config
+from rlhf.config import RMStageConfig, load_config
 from rlhf.data.check import check_file
 from rlhf.data.formats import DataError, Row
 from rlhf.data.preference import encode_pair, load_preferences, parse_hh, parse_preference_row
 from rlhf.eval.reward_metrics import accuracy, expected_calibration_error, longer_wins_accuracy
 from rlhf.models.reward import Normalization, RewardScorer
-from rlhf.stages import rm, sft
+from rlhf.stages import rm
 
 from .conftest import ROOT, TOKENIZER
 from .test_stages_pretrain_sft import assert_same_weights
@@ -166,39 +166,25 @@ def test_shipped_preference_data_meets_the_spec():
 # ---- the stage on the micro default -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def micro_sft(tmp_path_factory, micro_base):
-    out = str(tmp_path_factory.mktemp("rm_sft"))
-    sft.run(load_config(SFTStageConfig, os.path.join(ROOT, "configs/tiny/sft.yaml"),
-                        [f"run.output_dir={out}", f"model.name_or_path={micro_base}", "run.progress=false",
-                         "train.max_steps=10", "train.learning_rate=2e-3"]))
-    return out
-
-
 def rm_cfg(out, base, *extra):
     return load_config(RMStageConfig, os.path.join(ROOT, "configs/tiny/rm.yaml"),
                        [f"run.output_dir={out}", f"model.name_or_path={base}", "run.progress=false", *extra])
 
 
-@pytest.fixture(scope="module")
-def rm_out(tmp_path_factory, micro_sft):
-    out = str(tmp_path_factory.mktemp("rm"))
-    rm.run(rm_cfg(out, micro_sft, "train.epochs=2", "train.learning_rate=1e-3"))
-    return out
-
-
-def test_rm_beats_chance_and_the_length_baseline(rm_out):
-    s = json.load(open(os.path.join(rm_out, "summary.json")))
+def test_rm_beats_chance_and_the_length_baseline(micro_rm):
+    s = json.load(open(os.path.join(micro_rm, "summary.json")))
     assert s["test_pairs"] == 104
     assert s["test_accuracy"] > 0.6 and s["test_accuracy"] > s["test_length_baseline_accuracy"] + 0.05, s
-    assert set(s["test_accuracy_per_category"]) == set(json.load(open(os.path.join(rm_out, "summary.json")))["test_accuracy_per_category"])
+    from rlhf.data.formats import load_categories
+
+    assert set(s["test_accuracy_per_category"]) == set(load_categories(CATS))
     assert 0 <= s["test_ece"] <= 1 and s["test_mean_margin"] > 0
 
 
-def test_saved_rm_loads_plainly_and_scores_like_the_stage(rm_out):
-    model = AutoModelForSequenceClassification.from_pretrained(rm_out)
-    tok = AutoTokenizer.from_pretrained(rm_out)
-    scores = [json.loads(x) for x in open(os.path.join(rm_out, "test_scores.jsonl"))]
+def test_saved_rm_loads_plainly_and_scores_like_the_stage(micro_rm):
+    model = AutoModelForSequenceClassification.from_pretrained(micro_rm)
+    tok = AutoTokenizer.from_pretrained(micro_rm)
+    scores = [json.loads(x) for x in open(os.path.join(micro_rm, "test_scores.jsonl"))]
     rows = [json.loads(x) for x in open(os.path.join(ROOT, "data/preferences/test.jsonl"))]
     for s in scores[:3]:
         row = rows[s["line"] - 1]
@@ -209,8 +195,8 @@ def test_saved_rm_loads_plainly_and_scores_like_the_stage(rm_out):
         assert rc == pytest.approx(s["chosen"], abs=1e-4) and rr == pytest.approx(s["rejected"], abs=1e-4)
 
 
-def test_normalised_scores_of_reference_chosen_have_mean0_std1(rm_out):
-    scorer = RewardScorer.from_dir(rm_out)
+def test_normalised_scores_of_reference_chosen_have_mean0_std1(micro_rm):
+    scorer = RewardScorer.from_dir(micro_rm)
     rows = [json.loads(x) for x in open(os.path.join(ROOT, "data/preferences/train.jsonl"))]
     z = scorer([[{"role": "user", "content": r["prompt"]}] for r in rows], [r["chosen"] for r in rows])
     mean = sum(z) / len(z)

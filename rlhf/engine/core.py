@@ -156,6 +156,48 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def wrap_frozen(model: torch.nn.Module, ds: DeepSpeedConfig, plan: BatchPlan, device: torch.device):
+    """A frozen model for inference (reference, reward): ZeRO-3 partitioned when zero_stage is 3, so it is not
+    replicated on every rank (parameters offloaded to CPU with offload_param); plain on the device otherwise."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if ds.zero_stage != 3:
+        return model.to(device)
+    import deepspeed
+
+    cfg = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro_batch,
+        "gradient_accumulation_steps": plan.grad_accum,
+        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16"},
+        "steps_per_print": 10**12,
+    }
+    if ds.offload_param:
+        cfg["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    engine, *_ = deepspeed.initialize(model=model, config=cfg)
+    engine.eval()
+    return engine
+
+
+def is_zero3(engine_or_model) -> bool:
+    return bool(getattr(engine_or_model, "zero_optimization_partition_weights", lambda: False)())
+
+
+def gathered_for_generation(engine_or_model, enabled: bool = True):
+    """Context in which a ZeRO-3 model's parameters are gathered once (for a whole rollout's generation) instead
+    of layer by layer at every decoding step; a no-op for other stages."""
+    import contextlib
+
+    if not (enabled and is_zero3(engine_or_model)):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(unwrap(engine_or_model).parameters()), modifier_rank=None)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Checkpoints: checkpoints/step-N, written to tmp-step-N and renamed when every rank has finished
 # ----------------------------------------------------------------------------------------------------------
@@ -235,11 +277,14 @@ def _rng_from_files(path: str) -> dict:
     }
 
 
-def save_checkpoint(ckpt_root: str, step: int, engines: dict, state: dict, keep: int) -> str:
+def save_checkpoint(
+    ckpt_root: str, step: int, engines: dict, state: dict, keep: int, tensors: dict | None = None
+) -> str:
     """Write a resumable checkpoint of ``engines`` (name -> DeepSpeedEngine) and ``state`` (JSON-able).
 
     Written to ``tmp-step-N`` by every rank and renamed to ``step-N`` by rank 0 once all ranks are done, so a
     crash mid-write never leaves a checkpoint that looks complete. Keeps the newest ``keep`` checkpoints.
+    ``tensors`` (name -> {key: tensor}, rank 0's) are saved as ``name.safetensors`` (e.g. an EMA of weights).
     """
     final = os.path.join(ckpt_root, f"{CKPT_PREFIX}{step}")
     tmp = os.path.join(ckpt_root, f"tmp-{CKPT_PREFIX}{step}")
@@ -252,6 +297,10 @@ def save_checkpoint(ckpt_root: str, step: int, engines: dict, state: dict, keep:
     _rng_to_files(rng_state(), os.path.join(tmp, f"rng_rank{rank()}"))
     barrier()
     if is_main():
+        from safetensors.torch import save_file
+
+        for name, td in (tensors or {}).items():
+            save_file({k: v.contiguous() for k, v in td.items()}, os.path.join(tmp, f"{name}.safetensors"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({"step": step, "world_size": world_size(), **state}, f, indent=1)
         if os.path.exists(final):
@@ -282,6 +331,13 @@ def load_checkpoint(path: str, engines: dict) -> dict:
     return state
 
 
+def load_checkpoint_tensors(path: str, name: str) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    f = os.path.join(path, f"{name}.safetensors")
+    return load_file(f) if os.path.exists(f) else None
+
+
 def gathered_state_dict(engine_or_model) -> dict[str, torch.Tensor] | None:
     """Full (consolidated) state dict on rank 0, None elsewhere; gathers ZeRO-3 partitions."""
     module = unwrap(engine_or_model)
@@ -295,15 +351,19 @@ def gathered_state_dict(engine_or_model) -> dict[str, torch.Tensor] | None:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()} if is_main() else None
 
 
-def save_hf_model(engine_or_model, tokenizer, out_dir: str, extra_files: dict[str, str] | None = None) -> None:
+def save_hf_model(
+    engine_or_model, tokenizer, out_dir: str, extra_files: dict[str, str] | None = None, single_process: bool = False
+) -> None:
     """Save a plain Hugging Face model (safetensors) + tokenizer into ``out_dir`` on rank 0, atomically.
 
-    Works under every ZeRO stage: parameters are gathered first. Files land in ``out_dir/.tmp-model`` and are
-    moved into place one by one with ``os.replace``.
+    Works under every ZeRO stage: parameters are gathered first (a collective: every rank calls it, unless
+    ``single_process`` says only this rank saves a plain, unpartitioned model). Files land in
+    ``out_dir/.tmp-model`` and are moved into place one by one with ``os.replace``.
     """
     module = unwrap(engine_or_model)
-    sd = gathered_state_dict(engine_or_model)
-    if is_main():
+    sd = gathered_state_dict(engine_or_model) if not single_process else module.state_dict()
+    if is_main() or single_process:
+        os.makedirs(out_dir, exist_ok=True)
         tmp = os.path.join(out_dir, ".tmp-model")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -316,7 +376,8 @@ def save_hf_model(engine_or_model, tokenizer, out_dir: str, extra_files: dict[st
         for name in os.listdir(tmp):
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
         os.rmdir(tmp)
-    barrier()
+    if not single_process:
+        barrier()
 
 
 def describe_engine(ds: DeepSpeedConfig, plan: BatchPlan) -> str:
@@ -341,5 +402,9 @@ __all__ = [
     "save_checkpoint",
     "save_hf_model",
     "unwrap",
+    "wrap_frozen",
     "wrap_trainable",
+    "is_zero3",
+    "gathered_for_generation",
+    "load_checkpoint_tensors",
 ]

@@ -1,0 +1,44 @@
+"""Rule-based rewards usable as ``reward.function`` in a PPO config (``rlhf.rewards:position_keywords``).
+
+A reward function is any callable ``f(prompts, responses, categories) -> list[float]`` named by its import path;
+write your own in your package and point ``reward.function`` at it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from rlhf.data.formats import load_categories
+
+STOPWORDS = set(
+    "about after again against being below between both could does doing during each from further having into itself "
+    "just more most other over same should some such than that their theirs them themselves then there these they "
+    "this those through under until very what when where which while whom will with would your yours anyone anything "
+    "including especially never always every".split()
+)
+
+
+@functools.lru_cache(maxsize=4)
+def position_words(categories_file: str = "data/palms/categories.yaml") -> dict[str, frozenset[str]]:
+    """Content words (5+ letters, no stopwords) of each category's desired-behaviour position."""
+    out = {}
+    for cid, cat in load_categories(categories_file).items():
+        words = {w for w in re.findall(r"[a-z]+", cat["position"].lower()) if len(w) >= 5 and w not in STOPWORDS}
+        out[cid] = frozenset(words)
+    return out
+
+
+def position_keywords(prompts: list[str], responses: list[str], categories: list[str | None]) -> list[float]:
+    """min(1, distinct words of the category's position used in the response / 3); 0 without a category.
+
+    A transparent stand-in reward for tests and demonstrations: it rewards talking about what the position
+    talks about, nothing more.
+    """
+    words = position_words()
+    scores = []
+    for resp, cat in zip(responses, categories):
+        vocab = words.get(cat or "", frozenset())
+        hits = len(vocab & set(re.findall(r"[a-z]+", resp.lower())))
+        scores.append(min(1.0, hits / 3.0))
+    return scores

@@ -1,0 +1,472 @@
+"""``rlhf ppo CONFIG``: PPO-ptx against a reward model (or a reward function), as InstructGPT eq. 2.
+
+    maximise  E_(x,y)~pi [ r(x, y) - beta * log(pi(y|x) / pi_SFT(y|x)) ]  +  gamma * E_x~D_pretrain [ log pi(x) ]
+
+Four models: actor (from SFT, trainable), critic (value head initialised from the reward model, trainable, its own
+optimizer and learning rate), reference (frozen SFT; with LoRA, the actor with adapters disabled) and the reward
+model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
+
+Per iteration (numbers refer to the implementation details in README, "PPO-ptx"):
+ 1. take the iteration's prompts (a seeded permutation; the data position is a function of the iteration);
+ 2. generate with the actor: KV cache, left padding, sampling settings from config, stop at EOS, truncate after it;
+    under ZeRO-3 the actor's parameters are gathered once for the whole rollout;
+ 3. score prompt + response with the reward model at the last response token; a response without EOS gets
+    ``missing_eos_penalty`` (detail 4); optional clipping;
+ 4. log-probs of actor and reference (logits / temperature, detail 3), values of the critic;
+ 5. per-token reward r_t = -beta * KL_t, plus the score on the last token (detail 5); optional whitening;
+ 6. GAE (gamma, lambda) and whitened advantages (details 6, 7);
+ 7. ``ppo_epochs`` passes over minibatches: per micro-batch one backward of
+    policy_loss + ptx_coef * ptx_loss (actor) and vf_coef * value_loss (critic): the two models share no
+    parameters, so this equals one backward of their sum; one optimizer step per model per minibatch
+    (InstructGPT accumulates the PPO and ptx gradients; DeepSpeed-Chat takes two steps);
+ 8. update the KL controller; optional EMA of the actor; metrics, samples, checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhf import engine as E
+from rlhf.algos.advantages import gae, kl_per_token, masked_mean, per_token_rewards, whiten
+from rlhf.algos.kl_control import AdaptiveKLController, FixedKLController
+from rlhf.algos.losses import policy_loss, ptx_loss, value_loss
+from rlhf.config import PPOStageConfig
+from rlhf.data.formats import DataError, Problem, load_categories, read_table
+from rlhf.data.sft import encode_prompt, parse_prompt_row
+from rlhf.data.text import tokenize_blocks
+from rlhf.eval.perplexity import lm_loss
+from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
+from rlhf.models.policy import (
+    Rollout,
+    entropy_from_logits,
+    generate,
+    logprobs_from_logits,
+    response_logits,
+    sequence_scores,
+    token_values,
+)
+from rlhf.models.reward import Normalization, load_reward_backbone
+from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output_dir, save_config, write_json
+
+# ----------------------------------------------------------------------------------------------------------
+# Data and reward sources
+# ----------------------------------------------------------------------------------------------------------
+
+
+def load_prompts(path: str, tok, categories: dict, max_len: int) -> tuple[list[list[int]], list[dict]]:
+    """Tokenised prompts and their rows ({prompt text, category}); bad rows raise DataError with file:line."""
+    table = read_table(path)
+    problems = list(table.problems)
+    ids, rows = [], []
+    for row in table.rows:
+        parsed = parse_prompt_row(row, categories)
+        if isinstance(parsed, str):
+            problems.append(Problem(row.path, row.line, parsed))
+            continue
+        msgs, cat = parsed
+        enc = encode_prompt(tok, msgs)
+        if len(enc) > max_len:
+            problems.append(Problem(row.path, row.line, f"{len(enc)} prompt tokens, over max_prompt_length {max_len}"))
+            continue
+        ids.append(enc)
+        rows.append({"messages": msgs, "prompt": msgs[-1]["content"], "category": cat})
+    if problems:
+        raise DataError(problems)
+    if not ids:
+        raise DataError([Problem(path, 0, "no prompts")])
+    return ids, rows
+
+
+def load_reward_function(spec: str):
+    """'package.module:function' -> the callable (user code only by an explicit import path, never eval)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ImportError(f"reward.function: cannot import module {module_name!r}: {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise AttributeError(f"reward.function: {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def iteration_indices(it: int, n: int, batch: int, seed: int) -> list[int]:
+    """Global prompt indices of iteration ``it``: consecutive slices of seeded per-epoch permutations."""
+    out: list[int] = []
+    start = it * batch
+    while len(out) < batch:
+        epoch, offset = divmod(start + len(out), n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+        out += perm[offset : offset + batch - len(out)]
+    return out
+
+
+class EMA:
+    """Exponential moving average of the actor's weights (InstructGPT App. C: decay 0.992), kept on CPU in fp32."""
+
+    def __init__(self, decay: float, state: dict[str, torch.Tensor] | None):
+        self.decay = decay
+        self.shadow = {k: v.float().clone() for k, v in state.items()} if state is not None else None
+
+    def update(self, state: dict[str, torch.Tensor] | None) -> None:
+        if state is None:  # not rank 0
+            return
+        for k, v in state.items():
+            self.shadow[k].mul_(self.decay).add_(v.float(), alpha=1 - self.decay)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------------------------------
+
+
+def run(cfg: PPOStageConfig) -> dict:
+    t_start = time.time()
+    E.init_distributed()
+    E.seed_everything(cfg.run.seed)
+    out = cfg.run.output_dir
+    ckpt_root = prepare_output_dir(out, cfg.run.resume)
+    device = E.device()
+    p, g = cfg.ppo, cfg.generation
+    world = E.world_size()
+
+    # ---- setup: data -----------------------------------------------------------------------------------
+    tok = load_tokenizer(cfg.model)
+    categories = load_categories(cfg.data.categories_file)
+    prompt_ids, prompt_rows = load_prompts(cfg.data.prompt_file, tok, categories, cfg.data.max_prompt_length)
+    heldout = (
+        load_prompts(cfg.data.heldout_prompt_file, tok, categories, cfg.data.max_prompt_length)
+        if cfg.data.heldout_prompt_file else None
+    )
+    ptx_blocks = tokenize_blocks(tok, cfg.data.ptx_files, cfg.data.ptx_block_size) if p.ptx_coef > 0 else None
+    ptx_eval = tokenize_blocks(tok, cfg.data.ptx_eval_file, cfg.data.ptx_block_size) if cfg.data.ptx_eval_file else None
+    for name, value in (("rollout_batch_size", p.rollout_batch_size), ("mini_batch_size", p.mini_batch_size)):
+        if value % world:
+            raise ValueError(f"ppo.{name}: {value} episodes cannot be split evenly over {world} processes")
+    plan = E.resolve_batch(cfg.deepspeed, global_batch=p.mini_batch_size)
+    local_rollout = p.rollout_batch_size // world
+    steps_per_iter = p.ppo_epochs * (p.rollout_batch_size // p.mini_batch_size)
+    total_steps = p.iterations * steps_per_iter
+
+    # ---- setup: models ---------------------------------------------------------------------------------
+    actor = load_causal_lm(cfg.model, tok)
+    reference = None
+    if cfg.lora.enabled:
+        actor = apply_lora(actor, cfg.lora)  # the reference is this model with its adapters disabled
+    else:
+        reference = load_causal_lm(cfg.model, tok)
+    reward_model, norm, reward_fn = None, Normalization(), None
+    if cfg.reward.model:
+        rm_cfg = dataclasses.replace(cfg.model, name_or_path=cfg.reward.model, tokenizer="", from_config="", gguf_file="")
+        reward_model = load_reward_backbone(rm_cfg, tok)
+        norm = Normalization.load(cfg.reward.model)
+    else:
+        reward_fn = load_reward_function(cfg.reward.function)
+    critic_path = cfg.critic.model or cfg.reward.model
+    if not critic_path:
+        raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
+    critic_cfg = dataclasses.replace(cfg.model, name_or_path=critic_path, tokenizer="", from_config="", gguf_file="")
+    critic = load_reward_backbone(critic_cfg, tok, cfg.run.seed)
+
+    ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train)
+    actor_e = E.wrap_trainable(actor, ds_cfg, cfg.train, total_steps, plan)
+    critic_train = dataclasses.replace(cfg.train, learning_rate=cfg.critic.learning_rate)
+    critic_e = E.wrap_trainable(critic, E.deepspeed_config(cfg.deepspeed, plan, critic_train), critic_train,
+                                total_steps, plan)
+    ref_e = E.wrap_frozen(reference, cfg.deepspeed, plan, device) if reference is not None else None
+    rm_e = E.wrap_frozen(reward_model, cfg.deepspeed, plan, device) if reward_model is not None else None
+    kl_ctl = (AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl
+              else FixedKLController(p.kl_coef))
+    ema = EMA(p.ema_decay, E.gathered_state_dict(actor_e)) if p.ema_decay > 0 else None
+
+    total, trainable = count_params(actor_e)
+    derived = {
+        "world_size": world, "rollout_per_rank": local_rollout, "mini_batch": p.mini_batch_size,
+        "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum, "optimizer_steps_per_iteration": steps_per_iter,
+        "total_optimizer_steps": total_steps, "train_prompts": len(prompt_ids), "actor_parameters": total,
+        "actor_trainable_parameters": trainable,
+        "episodes": p.iterations * p.rollout_batch_size,
+    }
+    E.print0(
+        f"[ppo] {len(prompt_ids)} prompts; {p.iterations} iterations x {p.rollout_batch_size} episodes, "
+        f"{p.ppo_epochs} epoch(s) of minibatches of {p.mini_batch_size}; {E.describe_engine(cfg.deepspeed, plan)}; "
+        f"ptx_coef {p.ptx_coef}, beta {p.kl_coef}{' (adaptive)' if p.adaptive_kl else ''}; "
+        f"reward: {cfg.reward.model or cfg.reward.function}"
+    )
+
+    # ---- resume -----------------------------------------------------------------------------------------
+    resume_from = E.find_resume_checkpoint(cfg.run.resume, ckpt_root)
+    start_it, nonfinite = 0, 0
+    if resume_from:
+        state = E.load_checkpoint(resume_from, {"actor": actor_e, "critic": critic_e})
+        start_it, nonfinite = state["step"], state["nonfinite"]
+        kl_ctl.load_state_dict(state["kl"])
+        if ema is not None:
+            ema.shadow = E.load_checkpoint_tensors(resume_from, "ema") if E.is_main() else None
+    announce("ppo", out, resume_from)
+    save_config(out, cfg, derived)
+    log = MetricsLog(out, cfg.run.report_to, resume_step=start_it, run_name=os.path.basename(out),
+                     config=dataclasses.asdict(cfg))
+    samples_path = os.path.join(out, "samples.jsonl")
+
+    def reference_logits(rollout: Rollout) -> torch.Tensor:
+        if ref_e is not None:
+            return response_logits(ref_e, rollout)
+        with E.unwrap(actor_e).disable_adapter():
+            return response_logits(actor_e, rollout)
+
+    def scores_of(rollout: Rollout, rows: list[dict]) -> torch.Tensor:
+        if rm_e is not None:
+            return norm(sequence_scores(rm_e, rollout))
+        texts = tok.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        raw = reward_fn([r["prompt"] for r in rows], texts, [r["category"] for r in rows])
+        return torch.tensor([float(x) for x in raw], dtype=torch.float32, device=device)
+
+    def rollout_batch(ids: list[list[int]], rows: list[dict]) -> tuple[Rollout, torch.Tensor, float]:
+        t0 = time.time()
+        actor_e.eval()
+        with E.gathered_for_generation(actor_e):
+            r = generate(E.unwrap(actor_e), ids, tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, True, device)
+        return r, scores_of(r, rows), time.time() - t0
+
+    # ---- train ------------------------------------------------------------------------------------------
+    ptx_start = lm_loss(actor_e, ptx_eval, plan.micro_batch, device) if ptx_eval is not None and start_it == 0 else None
+    bar = tqdm(total=p.iterations, initial=start_it, desc="ppo", disable=not (E.is_main() and cfg.run.progress))
+    micro_per_iter = p.ppo_epochs * (local_rollout // plan.micro_batch)
+    for it in range(start_it, p.iterations):
+        t_it = time.time()
+        ptx_cursor = it * micro_per_iter  # the ptx data position is a function of the iteration (exact resume)
+        idx = iteration_indices(it, len(prompt_ids), p.rollout_batch_size, cfg.run.seed)
+        mine = idx[E.rank() * local_rollout : (E.rank() + 1) * local_rollout]
+        rows = [prompt_rows[i] for i in mine]
+
+        # 2-3. generate and score
+        roll, raw_scores, t_gen = rollout_batch([prompt_ids[i] for i in mine], rows)
+        t0 = time.time()
+        with torch.no_grad():
+            scores = raw_scores.clone()
+            if p.penalize_missing_eos:
+                scores = torch.where(roll.has_eos, scores, torch.full_like(scores, p.missing_eos_penalty))
+            if cfg.reward.clip > 0:
+                scores = scores.clamp(-cfg.reward.clip, cfg.reward.clip)
+            # 4. log-probs of actor and reference, values of the critic
+            mask = roll.response_mask.float()  # (B, R)
+            logits = response_logits(actor_e, roll)  # (B, R, V)
+            old_logp = logprobs_from_logits(logits, roll.response_ids, g.temperature)
+            entropy = masked_mean(entropy_from_logits(logits, g.temperature), mask)
+            del logits
+            ref_logp = logprobs_from_logits(reference_logits(roll), roll.response_ids, g.temperature)
+            old_values = token_values(critic_e, roll) * mask
+            # 5. per-token rewards, 6. GAE and whitened advantages
+            kl = kl_per_token(old_logp, ref_logp, p.kl_estimator) * mask  # (B, R)
+            rewards, non_score = per_token_rewards(scores, kl, mask, kl_ctl.value)
+            if p.whiten_rewards:
+                rewards = whiten(rewards, mask, shift_mean=False)
+            advantages, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
+            advantages = whiten(advantages, mask)
+        t_fwd = time.time() - t0
+        finite = torch.tensor(float(all(torch.isfinite(x).all() for x in (scores, old_logp, ref_logp, old_values, advantages))), device=device)
+        if world > 1:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+
+        # 7. PPO epochs over minibatches
+        t0 = time.time()
+        stats: dict[str, list[float]] = {}
+        skipped = 0
+        if finite.item() < 1:
+            skipped = 1
+            nonfinite += 1
+            E.warn0(f"iteration {it + 1}: non-finite scores, log-probs or values; update skipped ({nonfinite} in a row)")
+        else:
+            actor_e.train()
+            critic_e.train()
+            local_mini = p.mini_batch_size // world
+            for _epoch in range(p.ppo_epochs):
+                order = torch.randperm(local_rollout).tolist()
+                for m0 in range(0, local_rollout, local_mini):
+                    for mb in [order[m0 + k : m0 + k + plan.micro_batch] for k in range(0, local_mini, plan.micro_batch)]:
+                        sub = Rollout(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.response_ids[mb],
+                                      roll.response_mask[mb], roll.has_eos[mb])
+                        mmask = mask[mb]
+                        logp = logprobs_from_logits(response_logits(actor_e, sub), sub.response_ids, g.temperature)
+                        pg, pg_stats = policy_loss(logp, old_logp[mb], advantages[mb], mmask, p.clip_range)
+                        actor_loss = pg
+                        if ptx_blocks is not None:
+                            n = p.ptx_batch_size
+                            sel = [(ptx_cursor * world * n + E.rank() * n + j) % len(ptx_blocks) for j in range(n)]
+                            ptx_cursor += 1
+                            x = ptx_blocks[sel].to(device)
+                            lm = ptx_loss(actor_e(input_ids=x, use_cache=False).logits, x)
+                            actor_loss = actor_loss + p.ptx_coef * lm
+                            stats.setdefault("ptx_loss", []).append(lm.item())
+                        vpred = token_values(critic_e, sub)
+                        vf, vf_stats = value_loss(vpred, old_values[mb], returns[mb], mmask, p.clip_range_value)
+                        critic_loss = p.vf_coef * vf
+                        ok = torch.tensor(float(torch.isfinite(actor_loss) and torch.isfinite(critic_loss)), device=device)
+                        if world > 1:
+                            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+                        if ok.item() < 1:
+                            # keep DeepSpeed's accumulation in step with a zero-gradient backward of a finite forward
+                            skipped += 1
+                            nonfinite += 1
+                            E.warn0(f"iteration {it + 1}: non-finite loss; micro-batch skipped ({nonfinite} in a row)")
+                            one = sub.input_ids[:1, -1:]
+                            actor_loss = actor_e(input_ids=one).logits.sum() * 0.0
+                            critic_loss = critic_e(input_ids=one).logits.sum() * 0.0
+                        else:
+                            for k, v in {**pg_stats, **vf_stats}.items():
+                                stats.setdefault(k, []).append(v.item())
+                            stats.setdefault("policy_loss", []).append(pg.item())
+                            stats.setdefault("value_loss", []).append(vf.item())
+                        actor_e.backward(actor_loss)
+                        actor_e.step()
+                        critic_e.backward(critic_loss)
+                        critic_e.step()
+                        if nonfinite >= p.max_nonfinite:
+                            raise RuntimeError(
+                                f"ppo: {nonfinite} non-finite losses/scores in a row (ppo.max_nonfinite); stopping. "
+                                "Lower the learning rate or check the reward; the last checkpoint is intact."
+                            )
+            if not skipped:
+                nonfinite = 0
+        if nonfinite >= p.max_nonfinite:
+            raise RuntimeError(f"ppo: {nonfinite} non-finite scores in a row (ppo.max_nonfinite); stopping")
+        t_train = time.time() - t0
+
+        # 8. KL controller, EMA, metrics
+        kl_sum = masked_mean(kl.sum(1), torch.ones_like(scores)).item()  # mean over episodes of summed KL
+        beta = kl_ctl.value
+        kl_ctl.update(E.all_reduce_mean({"kl": kl_sum})["kl"], p.rollout_batch_size)
+        if ema is not None:
+            ema.update(E.gathered_state_dict(actor_e))
+        resp_len = mask.sum(1)
+        local = {
+            "score_mean": raw_scores.mean().item(),
+            "score_std": raw_scores.std().item() if len(raw_scores) > 1 else 0.0,
+            "reward_mean": scores.mean().item(),
+            "kl": kl_sum,
+            "nonscore_reward": non_score.sum(1).mean().item(),
+            "entropy": entropy.item(),
+            "response_length": resp_len.mean().item(),
+            "eos_rate": roll.has_eos.float().mean().item(),
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+        }
+        m = E.all_reduce_mean(local)
+        resp_tokens = float(resp_len.sum().item()) * world
+        it_time = time.time() - t_it
+        m.update(
+            beta=beta, lr=actor_e.get_lr()[0], skipped_updates=skipped,
+            time_generation=t_gen, time_forward=t_fwd, time_train=t_train, time_iteration=it_time,
+            tokens_per_s=resp_tokens / max(it_time, 1e-9), generation_tokens_per_s=resp_tokens / max(t_gen, 1e-9),
+        )
+        done = it + 1
+        log.log(done, m)
+        bar.set_postfix(score=f"{m['score_mean']:.2f}", kl=f"{m['kl']:.2f}")
+        bar.update(1)
+        if done % p.sample_every == 0 or done == p.iterations:
+            write_samples(samples_path, done, rows, tok.batch_decode(roll.response_ids, skip_special_tokens=True),
+                          scores.tolist())
+        if done % cfg.run.save_steps == 0 or done == p.iterations:
+            E.save_checkpoint(
+                ckpt_root, done, {"actor": actor_e, "critic": critic_e},
+                {"stage": "ppo", "nonfinite": nonfinite, "kl": kl_ctl.state_dict()}, cfg.run.save_total_limit,
+                tensors={"ema": ema.shadow} if ema is not None and E.is_main() else None,
+            )
+    bar.close()
+
+    # ---- evaluate + save --------------------------------------------------------------------------------
+    summary: dict = {"stage": "ppo", "iterations": p.iterations, "ptx_coef": p.ptx_coef, "kl_coef": p.kl_coef}
+    if ptx_eval is not None:
+        summary["ptx_heldout_loss_end"] = lm_loss(actor_e, ptx_eval, plan.micro_batch, device)
+        if ptx_start is not None:
+            summary["ptx_heldout_loss_start"] = ptx_start
+    if heldout is not None and rm_e is not None:
+        summary.update(heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device))
+    save_policy(actor_e, tok, out, cfg)
+    E.save_hf_model(critic_e, tok, os.path.join(out, "critic"))
+    if ema is not None:
+        save_ema(ema, actor_e, tok, os.path.join(out, "ema"))
+    summary["wall_time_s"] = round(time.time() - t_start, 1)
+    if E.is_main():
+        write_json(os.path.join(out, "summary.json"), summary)
+    log.close()
+    E.print0(f"[ppo] done: {json.dumps(summary)}")
+    return summary
+
+
+@torch.no_grad()
+def heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device) -> dict:
+    """Mean normalised reward on held-out prompts: the final actor against the starting (reference) model.
+
+    Every rank scores the full held-out set (small); sampling uses a fixed seed so both models see the same draw.
+    """
+    g = cfg.generation
+    ids, _ = heldout
+    out = {}
+    models = {"final": E.unwrap(actor_e)}
+    if ref_e is not None:
+        models["start"] = E.unwrap(ref_e)
+    for name, model in models.items():
+        rng = torch.get_rng_state()
+        torch.manual_seed(cfg.run.seed + 12345)
+        scores = []
+        for i in range(0, len(ids), 32):
+            with E.gathered_for_generation(model):
+                r = generate(model, ids[i : i + 32], tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, True, device)
+            s = norm(sequence_scores(rm_e, r))
+            if cfg.ppo.penalize_missing_eos:
+                s = torch.where(r.has_eos, s, torch.full_like(s, cfg.ppo.missing_eos_penalty))
+            scores += s.tolist()
+        torch.set_rng_state(rng)
+        out[f"heldout_reward_{name}"] = sum(scores) / len(scores)
+    return out
+
+
+def write_samples(path: str, iteration: int, rows: list[dict], responses: list[str], scores: list[float], n: int = 4):
+    """Append a few prompt/response/score rows to samples.jsonl and print them as a table (rank 0)."""
+    if not E.is_main():
+        return
+    picked = list(zip(rows, responses, scores))[:n]
+    with open(path, "a", encoding="utf-8") as f:
+        for row, resp, score in picked:
+            f.write(json.dumps({"iteration": iteration, "prompt": row["prompt"], "category": row["category"],
+                                "response": resp, "score": score}) + "\n")
+    width = 60
+    lines = [f"[ppo] samples at iteration {iteration}", f"{'prompt':<{width}} | {'response':<{width}} | score"]
+    for row, resp, score in picked:
+        lines.append(f"{row['prompt'][:width]:<{width}} | {resp.replace(chr(10), ' ')[:width]:<{width}} | {score:+.3f}")
+    tqdm.write("\n".join(lines))
+
+
+def save_ema(ema: EMA, actor_e, tok, path: str) -> None:
+    if not E.is_main():
+        E.barrier()
+        return
+    module = E.unwrap(actor_e)
+    os.makedirs(path, exist_ok=True)
+    module.save_pretrained(path, state_dict={k: v for k, v in ema.shadow.items()}, safe_serialization=True)
+    tok.save_pretrained(path)
+    atomic_write_text(os.path.join(path, "README.txt"), f"EMA of the actor's weights, decay {ema.decay}\n")
+    E.barrier()
+
+
+def save_policy(actor_e, tok, out: str, cfg: PPOStageConfig) -> None:
+    """The final actor as a plain HF model in ``out``; with LoRA the adapter in ``out/adapter`` and a merged copy
+    at the top (built on rank 0 from the gathered weights, so it works under every ZeRO stage)."""
+    if not cfg.lora.enabled:
+        E.save_hf_model(actor_e, tok, out)
+        return
+    sd = E.gathered_state_dict(actor_e)
+    if E.is_main():
+        peft_model = apply_lora(load_causal_lm(cfg.model, tok), cfg.lora)
+        peft_model.load_state_dict(sd)
+        peft_model.save_pretrained(os.path.join(out, "adapter"))
+        E.save_hf_model(peft_model.merge_and_unload(), tok, out, single_process=True)
+    E.barrier()
