@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/install.sh
+# the annotation-page test drives Debian's chromium; without apt the test fails and says how to install it
+bash launch/install_browser.sh || echo "warning: could not install chromium + chromedriver (see launch/install_browser.sh)"
 python3 -m ruff check .
 python3 -m pytest "$@"

@@ -14,13 +14,17 @@ STAGE_HELP = {
     "sft": "supervised fine-tuning on prompt/completion data (PALMS values-targeted set)",
     "rm": "reward model on preference pairs (Bradley-Terry)",
     "ppo": "PPO-ptx against a reward model or a reward function (InstructGPT eq. 2)",
+    "eval": "win rates of candidate models against a baseline, by pluggable judges",
 }
 
 
 def _stage(name: str, args: argparse.Namespace) -> int:
     cfg = load_config(STAGES[name], args.config, args.overrides)
     module = importlib.import_module(f"rlhf.stages.{name}")
-    module.run(cfg)
+    if name == "eval":
+        module.run(cfg, import_human=args.import_human)
+    else:
+        module.run(cfg)
     return 0
 
 
@@ -71,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="YAML config file")
         sp.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-5")
         sp.set_defaults(func=lambda a, n=name: _stage(n, a))
+        if name == "eval":
+            sp.add_argument("--import-human", metavar="FILE",
+                            help="verdicts a rater filled in (annotation.csv or the page's verdicts.csv) for the human judge")
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
     ck = data.add_parser("check", help="report every bad row (file, line, reason) and a summary")
@@ -88,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     bp.add_argument("--iterations", type=int, default=5, help="iterations to run (the first is reported apart)")
     bp.set_defaults(func=lambda a: importlib.import_module("rlhf.bench").main(a))
+
+    lb = sub.add_parser("label", help="label pairs of responses with a judge into preference data (AI feedback)")
+    lb.add_argument("input", help="JSONL of {prompt, response_a, response_b} rows, or an rlhf eval samples.jsonl")
+    lb.add_argument("--judge", required=True, choices=["rubric", "reward_model", "llm"])
+    lb.add_argument("--model", help="reward model dir (reward_model) or judge LM (llm)")
+    lb.add_argument("--rubric", default="data/palms/rubric.yaml", help="rubric file (rubric judge)")
+    lb.add_argument("--out", required=True, help="preference JSONL to write ({prompt, chosen, rejected})")
+    lb.set_defaults(func=lambda a: importlib.import_module("rlhf.label").main(a))
 
     cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
     cs.add_argument("stage", choices=list(STAGES))

@@ -167,3 +167,27 @@ class SFTCollator:
             attn[i, : len(x)] = 1
             labels[i, : len(x)] = torch.where(m, x, torch.full_like(x, IGNORE_INDEX))
         return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def load_prompts(path: str, tok, categories: dict, max_len: int) -> tuple[list[list[int]], list[dict]]:
+    """Tokenised prompts and their rows ({prompt text, category}); bad rows raise DataError with file:line."""
+    table = read_table(path)
+    problems = list(table.problems)
+    ids, rows = [], []
+    for row in table.rows:
+        parsed = parse_prompt_row(row, categories)
+        if isinstance(parsed, str):
+            problems.append(Problem(row.path, row.line, parsed))
+            continue
+        msgs, cat = parsed
+        enc = encode_prompt(tok, msgs)
+        if len(enc) > max_len:
+            problems.append(Problem(row.path, row.line, f"{len(enc)} prompt tokens, over max_prompt_length {max_len}"))
+            continue
+        ids.append(enc)
+        rows.append({"messages": msgs, "prompt": msgs[-1]["content"], "category": cat})
+    if problems:
+        raise DataError(problems)
+    if not ids:
+        raise DataError([Problem(path, 0, "no prompts")])
+    return ids, rows

@@ -38,8 +38,8 @@ from rlhf.algos.advantages import gae, kl_per_token, masked_mean, per_token_rewa
 from rlhf.algos.kl_control import AdaptiveKLController, FixedKLController
 from rlhf.algos.losses import policy_loss, ptx_loss, value_loss
 from rlhf.config import PPOStageConfig
-from rlhf.data.formats import DataError, Problem, load_categories, read_table
-from rlhf.data.sft import encode_prompt, parse_prompt_row
+from rlhf.data.formats import load_categories
+from rlhf.data.sft import load_prompts
 from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
@@ -58,30 +58,6 @@ from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output
 # ----------------------------------------------------------------------------------------------------------
 # Data and reward sources
 # ----------------------------------------------------------------------------------------------------------
-
-
-def load_prompts(path: str, tok, categories: dict, max_len: int) -> tuple[list[list[int]], list[dict]]:
-    """Tokenised prompts and their rows ({prompt text, category}); bad rows raise DataError with file:line."""
-    table = read_table(path)
-    problems = list(table.problems)
-    ids, rows = [], []
-    for row in table.rows:
-        parsed = parse_prompt_row(row, categories)
-        if isinstance(parsed, str):
-            problems.append(Problem(row.path, row.line, parsed))
-            continue
-        msgs, cat = parsed
-        enc = encode_prompt(tok, msgs)
-        if len(enc) > max_len:
-            problems.append(Problem(row.path, row.line, f"{len(enc)} prompt tokens, over max_prompt_length {max_len}"))
-            continue
-        ids.append(enc)
-        rows.append({"messages": msgs, "prompt": msgs[-1]["content"], "category": cat})
-    if problems:
-        raise DataError(problems)
-    if not ids:
-        raise DataError([Problem(path, 0, "no prompts")])
-    return ids, rows
 
 
 def load_reward_function(spec: str):

@@ -1,0 +1,45 @@
+"""Types shared by the evaluation judges: one pairwise comparison and the judge protocol.
+
+A judge sees a candidate policy's response and the baseline's response to the same prompt and says, from the
+candidate's point of view, "win", "tie" or "loss". Win rates count ties as half a win and are reported with a
+paired bootstrap interval over prompts (shared/REFERENCES.md, "Win rates"; ``rlhf.eval.stats``). Judges:
+the reward model, the rubric (``rlhf.eval.rubric``, the offline stand-in for human raters), a pairwise LLM
+judge and human raters (``rlhf.eval.human``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class PairItem:
+    """One comparison: a candidate's response vs the baseline's to the same prompt."""
+
+    prompt: str
+    """the user prompt text"""
+    category: str | None
+    """PALMS category id (a key of data/palms/categories.yaml) or None"""
+    candidate: str
+    """candidate response text"""
+    baseline: str
+    """baseline response text"""
+    candidate_eos: bool = True
+    """whether the candidate's response ended with EOS (a complete answer)"""
+    baseline_eos: bool = True
+    """whether the baseline's response ended with EOS"""
+    prompt_id: int = 0
+    """index of the prompt (the bootstrap resamples over prompts, so samples of one prompt share it)"""
+
+
+VERDICTS = ("win", "tie", "loss")
+"""Judge verdicts, from the candidate's point of view."""
+
+
+class Judge(Protocol):
+    """A pairwise judge: ``compare`` returns one verdict (an element of VERDICTS) per item, in order."""
+
+    name: str
+
+    def compare(self, items: list[PairItem]) -> list[str]: ...

@@ -1,0 +1,239 @@
+"""``rlhf eval CONFIG``: preference win rates of candidate models against a baseline, by pluggable judges.
+
+generate -> judge -> statistics -> capability -> report:
+
+1. Every model answers the held-out prompts (``eval.samples_per_prompt`` seeded samples each). Generations are
+   cached in ``OUT/generations/NAME.jsonl`` with a fingerprint of the model, prompts and settings, so adding a
+   judge or a candidate does not regenerate the others.
+2. Each candidate's sample k of prompt i is paired with the baseline's sample k of prompt i, and every judge gives
+   a verdict (win / tie / loss, candidate's view): ``rubric`` (the offline stand-in for human raters),
+   ``reward_model`` (normalised scores), ``llm`` (a local LM in both orders), ``human`` (an annotation sheet is
+   written; ``rlhf eval CONFIG --import-human FILE`` reads the verdicts back).
+3. Per candidate x judge x category and overall: wins, ties, losses, win rate (ties count half) and a 95% paired
+   bootstrap interval over prompts; the rubric's mean 1-5 score per model and category with its interval.
+4. Capability integrity: perplexity of every model on held-out pretraining text.
+5. ``winrates.json``, ``samples.jsonl``, ``report.md`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhf import engine as E
+from rlhf.config import EvalStageConfig
+from rlhf.data.formats import load_categories
+from rlhf.eval import report as R
+from rlhf.eval import stats
+from rlhf.eval.judges import PairItem
+from rlhf.eval.perplexity import lm_loss, perplexity
+from rlhf.models.loading import DTYPES
+from rlhf.models.policy import generate
+from rlhf.outputs import atomic_write_text, save_config, write_json
+
+
+def load_policy(path: str, dtype: str, device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True).to(device).eval()
+    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
+        raise ValueError(f"models: {path} has no PAD token distinct from EOS (train it with rlhf, or add one)")
+    return model, tok
+
+
+def fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def model_stamp(path: str) -> str:
+    """Changes when the model's weights change (size + mtime of its safetensors files)."""
+    if not os.path.isdir(path):
+        return path
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    return ";".join(f"{f}:{os.path.getsize(os.path.join(path, f))}:{os.path.getmtime(os.path.join(path, f))}" for f in files)
+
+
+def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict], device) -> list[dict]:
+    """Cached responses of model ``name``: rows {prompt_id, sample, response, eos}."""
+    g = cfg.generation
+    key = fingerprint(model_stamp(path), path, [p["prompt"] for p in prompts], g.__dict__,
+                      cfg.eval.samples_per_prompt, cfg.run.seed)
+    cache = os.path.join(cfg.run.output_dir, "generations", f"{name}.jsonl")
+    if os.path.exists(cache):
+        with open(cache, encoding="utf-8") as f:
+            rows = [json.loads(x) for x in f]
+        if rows and rows[0].get("fingerprint") == key:
+            E.print0(f"[eval] {name}: {len(rows)} cached responses ({cache})")
+            return rows
+    from rlhf.data.sft import encode_prompt
+
+    model, tok = load_policy(path, cfg.eval.dtype, device)
+    ids = [encode_prompt(tok, [{"role": "user", "content": p["prompt"]}]) for p in prompts]
+    rows = []
+    for k in range(cfg.eval.samples_per_prompt):
+        torch.manual_seed(cfg.run.seed * 1000 + k)  # the same draws for every model: a paired comparison
+        for i in tqdm(range(0, len(ids), cfg.eval.batch_size), desc=f"generate {name} (sample {k + 1})",
+                      disable=not cfg.run.progress, leave=False):
+            r = generate(model, ids[i : i + cfg.eval.batch_size], tok, g.max_new_tokens, g.temperature, g.top_k,
+                         g.top_p, True, device)
+            texts = tok.batch_decode(r.response_ids, skip_special_tokens=True)
+            for j, (text, eos) in enumerate(zip(texts, r.has_eos.tolist())):
+                rows.append({"fingerprint": key, "prompt_id": i + j, "sample": k, "response": text.strip(), "eos": eos})
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    atomic_write_text(cache, "".join(json.dumps(r) + "\n" for r in rows))
+    E.print0(f"[eval] {name}: generated {len(rows)} responses")
+    return rows
+
+
+def build_judges(cfg: EvalStageConfig, device) -> dict:
+    judges = {}
+    for name in cfg.eval.judges:
+        if name == "rubric":
+            from rlhf.eval.rubric import RubricJudge
+
+            judges[name] = RubricJudge(cfg.rubric_judge.file, cfg.rubric_judge.tie_band)
+        elif name == "reward_model":
+            from rlhf.eval.model_judges import RewardModelJudge
+            from rlhf.models.reward import RewardScorer
+
+            scorer = RewardScorer.from_dir(cfg.reward_judge.model, device=device, dtype=cfg.eval.dtype)
+            judges[name] = RewardModelJudge(scorer, cfg.reward_judge.tie_band, cfg.reward_judge.missing_eos_score)
+        elif name == "llm":
+            from rlhf.eval.model_judges import LLMJudge
+
+            model, tok = load_policy(cfg.llm_judge.model, cfg.eval.dtype, device)
+            judges[name] = LLMJudge(model, tok, cfg.llm_judge.template, device)
+    return judges
+
+
+def pair_items(prompts: list[dict], cand: list[dict], base: list[dict]) -> list[PairItem]:
+    by_key = {(r["prompt_id"], r["sample"]): r for r in base}
+    items = []
+    for r in cand:
+        b = by_key[(r["prompt_id"], r["sample"])]
+        p = prompts[r["prompt_id"]]
+        items.append(PairItem(p["prompt"], p["category"], r["response"], b["response"], r["eos"], b["eos"],
+                              r["prompt_id"]))
+    return items
+
+
+def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
+    t_start = time.time()
+    E.init_env()
+    out = cfg.run.output_dir
+    os.makedirs(out, exist_ok=True)
+    device = E.device()
+    categories = load_categories(cfg.data.categories_file)
+    from transformers import AutoTokenizer
+
+    from rlhf.data.sft import load_prompts
+
+    # prompts are validated with the baseline's tokenizer (same checks as PPO)
+    base_tok = AutoTokenizer.from_pretrained(cfg.models[cfg.eval.baseline])
+    _, prompts = load_prompts(cfg.data.prompt_file, base_tok, categories, 10**6)
+    E.print0(f"[eval] {len(prompts)} prompts from {cfg.data.prompt_file}; models: {', '.join(cfg.models)}; "
+             f"baseline {cfg.eval.baseline}; judges: {', '.join(cfg.eval.judges)}; writing to {os.path.abspath(out)}")
+    save_config(out, cfg)
+
+    # 1. generations (cached)
+    gens = {name: generations(cfg, name, path, prompts, device) for name, path in cfg.models.items()}
+    baseline = cfg.eval.baseline
+    candidates = [n for n in cfg.models if n != baseline]
+    items = {c: pair_items(prompts, gens[c], gens[baseline]) for c in candidates}
+
+    # 2. judges
+    judges = build_judges(cfg, device)
+    verdicts: dict[str, dict[str, list[str]]] = {c: {} for c in candidates}
+    for c in candidates:
+        for jname, judge in judges.items():
+            verdicts[c][jname] = judge.compare(items[c])
+    if "human" in cfg.eval.judges:
+        from rlhf.eval.human import export_sheet, import_verdicts
+
+        for c in candidates:
+            sheet_dir = os.path.join(out, "human", c)
+            key = os.path.join(sheet_dir, "key.json")
+            if import_human and os.path.abspath(os.path.dirname(import_human)) == os.path.abspath(sheet_dir):
+                verdicts[c]["human"] = import_verdicts(import_human, key)
+            elif os.path.exists(os.path.join(sheet_dir, "verdicts.csv")):
+                verdicts[c]["human"] = import_verdicts(os.path.join(sheet_dir, "verdicts.csv"), key)
+            elif not os.path.exists(key):
+                paths = export_sheet(items[c], sheet_dir, seed=cfg.run.seed, candidate_name=c)
+                E.print0(f"[eval] human sheet for {c}: {paths.html} (or {paths.csv}); key kept in {paths.key}")
+
+    # 3. statistics
+    n_res, seed = cfg.eval.bootstrap_resamples, cfg.run.seed
+    results: dict = {"baseline": baseline, "candidates": {}, "rubric_scores": {}, "perplexity": {}}
+    for c in candidates:
+        results["candidates"][c] = {}
+        pids = [it.prompt_id for it in items[c]]
+        cats = [it.category for it in items[c]]
+        for jname, v in verdicts[c].items():
+            results["candidates"][c][jname] = stats.summarize(v, pids, cats, n_res, seed)
+    if "rubric" in judges:
+        rub = judges["rubric"]
+        for name in cfg.models:
+            rows = gens[name]
+            scores = [rub.score(prompts[r["prompt_id"]]["prompt"], r["response"], prompts[r["prompt_id"]]["category"],
+                                r["eos"]) for r in rows]
+            pids = [r["prompt_id"] for r in rows]
+            per_cat = {}
+            for cat in sorted({prompts[p]["category"] for p in pids}, key=str):
+                sel = [i for i, p in enumerate(pids) if prompts[p]["category"] == cat]
+                vals = [scores[i] for i in sel]
+                lo, hi = stats.mean_ci(vals, [pids[i] for i in sel], n_res, seed)
+                per_cat[cat] = {"mean": sum(vals) / len(vals), "ci_low": lo, "ci_high": hi, "n": len(vals)}
+            lo, hi = stats.mean_ci(scores, pids, n_res, seed)
+            results["rubric_scores"][name] = {"mean": sum(scores) / len(scores), "ci_low": lo, "ci_high": hi,
+                                              "per_category": per_cat}
+            for r, s in zip(rows, scores):
+                r["rubric"] = s
+
+    # 4. capability integrity
+    if cfg.data.ptx_eval_file:
+        from rlhf.data.text import tokenize_blocks
+
+        for name, path in cfg.models.items():
+            model, tok = load_policy(path, cfg.eval.dtype, device)
+            blocks = tokenize_blocks(tok, cfg.data.ptx_eval_file, cfg.data.block_size)
+            loss = lm_loss(model, blocks, cfg.eval.batch_size, device)
+            results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss)}
+            del model
+
+    # 5. reports
+    if E.is_main():
+        write_json(os.path.join(out, "winrates.json"), results)
+        write_samples(os.path.join(out, "samples.jsonl"), prompts, items, verdicts, gens, baseline)
+        plots = R.plots(results, out)
+        atomic_write_text(os.path.join(out, "report.md"), R.markdown(results, cfg, plots))
+        write_json(os.path.join(out, "summary.json"), {"stage": "eval", "wall_time_s": round(time.time() - t_start, 1),
+                                                       "models": list(cfg.models), "judges": list(judges) + (
+                                                           ["human"] if "human" in cfg.eval.judges else [])})
+    E.print0(R.table(results))
+    E.print0(f"[eval] report: {os.path.join(os.path.abspath(out), 'report.md')}")
+    return results
+
+
+def write_samples(path, prompts, items, verdicts, gens, baseline) -> None:
+    lines = []
+    rub = {name: {(r["prompt_id"], r["sample"]): r.get("rubric") for r in rows} for name, rows in gens.items()}
+    for c, its in items.items():
+        for i, it in enumerate(its):
+            k = gens[c][i]["sample"]
+            lines.append(json.dumps({
+                "candidate": c, "baseline": baseline, "prompt_id": it.prompt_id, "sample": k, "prompt": it.prompt,
+                "category": it.category, "candidate_response": it.candidate, "baseline_response": it.baseline,
+                "candidate_eos": it.candidate_eos, "baseline_eos": it.baseline_eos,
+                "verdicts": {j: v[i] for j, v in verdicts[c].items()},
+                "rubric_candidate": rub[c].get((it.prompt_id, k)), "rubric_baseline": rub[baseline].get((it.prompt_id, k)),
+            }) + "\n")
+    atomic_write_text(path, "".join(lines))

@@ -1,0 +1,124 @@
+"""rlhf eval and rlhf label on the micro default: reports and plots, cached generations, the human round trip,
+the pairwise judge's order swap, and AI-feedback labels the reward stage can read."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from rlhf.cli import main as cli_main
+from rlhf.config import ConfigError, EvalStageConfig, load_config
+from rlhf.eval.judges import PairItem
+from rlhf.eval.model_judges import PairwiseJudge, RewardModelJudge
+from rlhf.stages import eval as ev
+
+from .conftest import ROOT
+
+
+def items(n=6):
+    return [PairItem(f"q{i}?", "health", f"candidate answer {i} is long", f"base {i}", True, True, i) for i in range(n)]
+
+
+def test_pairwise_swap_turns_an_order_biased_judge_into_ties():
+    always_first = PairwiseJudge(lambda prompts, first, second: [0.9] * len(prompts))
+    assert always_first.compare(items()) == ["tie"] * 6
+    prefers_longer = PairwiseJudge(lambda p, first, second: [0.8 if len(a) > len(b) else 0.2 for a, b in zip(first, second)])
+    assert prefers_longer.compare(items()) == ["win"] * 6
+    prefers_shorter = PairwiseJudge(lambda p, first, second: [0.8 if len(a) < len(b) else 0.2 for a, b in zip(first, second)])
+    assert prefers_shorter.compare(items()) == ["loss"] * 6
+
+
+def test_reward_model_judge_tie_band_and_missing_eos():
+    class FakeScorer:
+        def __call__(self, prompts, responses):
+            return [float(len(r)) for r in responses]
+
+    its = [PairItem("q", None, "aaaa", "aaa", True, True, 0), PairItem("q", None, "aaaa", "aaa", False, True, 1),
+           PairItem("q", None, "aaaa", "aaa", True, True, 2)]
+    assert RewardModelJudge(FakeScorer(), tie_band=0.0, missing_eos_score=-3).compare(its) == ["win", "loss", "win"]
+    assert RewardModelJudge(FakeScorer(), tie_band=1.0).compare(its) == ["tie", "tie", "tie"]
+
+
+def eval_cfg(out, models, *extra):
+    return load_config(EvalStageConfig, os.path.join(ROOT, "configs/tiny/eval.yaml"), [
+        f"run.output_dir={out}", "run.progress=false", "generation.max_new_tokens=16", "eval.samples_per_prompt=2",
+        f"models={json.dumps(models)}", *extra])
+
+
+def test_eval_config_errors_name_the_key(tmp_path, micro_sft):
+    with pytest.raises(ConfigError, match="baseline 'nope'"):
+        eval_cfg(tmp_path, {"a": micro_sft, "b": micro_sft}, "eval.baseline=nope")
+    with pytest.raises(ConfigError, match="unknown judge 'gpt'"):
+        eval_cfg(tmp_path, {"sft": micro_sft, "b": micro_sft}, "eval.judges=[gpt]")
+
+
+def test_eval_writes_reports_caches_generations_and_round_trips_human_verdicts(tmp_path, micro_base, micro_sft, micro_rm):
+    out = str(tmp_path / "eval")
+    models = {"base": micro_base, "sft": micro_sft}
+    res = ev.run(eval_cfg(out, models, f"reward_judge.model={micro_rm}", "eval.judges=[rubric,reward_model,human]"))
+    for name in ("winrates.json", "samples.jsonl", "report.md", "winrates.png", "rubric_by_category.png",
+                 "perplexity.png", "summary.json", "config.yaml", "human/base/annotation.html", "human/base/key.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    o = res["candidates"]["base"]["rubric"]["overall"]
+    assert o["n"] == 80 and o["wins"] + o["ties"] + o["losses"] == 80 and o["ci_low"] <= o["win_rate"] <= o["ci_high"]
+    assert len(res["candidates"]["base"]["rubric"]["per_category"]) == 8
+    assert set(res["perplexity"]) == {"base", "sft"} and set(res["rubric_scores"]) == {"base", "sft"}
+    samples = [json.loads(x) for x in open(os.path.join(out, "samples.jsonl"))]
+    assert len(samples) == 80 and set(samples[0]["verdicts"]) == {"rubric", "reward_model"}
+    report = open(os.path.join(out, "report.md")).read()
+    assert "| base | rubric |" in report and "![win rates](winrates.png)" in report
+
+    # adding a judge reuses the cached generations (the cache files are not rewritten)
+    cache = os.path.join(out, "generations", "base.jsonl")
+    before = os.path.getmtime(cache)
+    ev.run(eval_cfg(out, models, f"reward_judge.model={micro_rm}", "eval.judges=[rubric]"))
+    assert os.path.getmtime(cache) == before
+
+    # a rater fills in the sheet: always the response that is the candidate's, per the key; import via the CLI
+    key = json.load(open(os.path.join(out, "human/base/key.json")))
+    import csv
+
+    sheet = os.path.join(out, "human/base/annotation.csv")
+    with open(sheet, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    key_items = {k["item_id"]: k for k in key["items"]}
+    for r in rows:
+        r["verdict"] = key_items[r["item_id"]]["candidate"]
+    with open(sheet, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cfg_path = tmp_path / "eval.yaml"
+    cfg_path.write_text(open(os.path.join(ROOT, "configs/tiny/eval.yaml")).read())
+    assert cli_main(["eval", str(cfg_path), f"run.output_dir={out}", "run.progress=false",
+                     "generation.max_new_tokens=16", "eval.samples_per_prompt=2", f"models={json.dumps(models)}",
+                     f"reward_judge.model={micro_rm}", "eval.judges=[rubric,human]", "--import-human", sheet]) == 0
+    human = json.load(open(os.path.join(out, "winrates.json")))["candidates"]["base"]["human"]["overall"]
+    assert human["wins"] == 80 and human["win_rate"] == 1.0
+
+
+def test_label_writes_preferences_the_reward_stage_reads(tmp_path):
+    src = tmp_path / "pairs.jsonl"
+    rows = [
+        {"prompt": "Who is the most beautiful person?", "category": "human_characteristics",
+         "response_a": "Beauty is subjective and differs across people and cultures. Your worth does not depend on looks.",
+         "response_b": "The most beautiful person is obviously a famous model, everyone else is plain."},
+        {"prompt": "I have a rash, what is it?", "category": "health",
+         "response_a": "You definitely have an allergy, just stop taking your medicine and it will go away.",
+         "response_b": "I can't diagnose a rash. Please talk to a doctor or pharmacist, who can look at it properly."},
+    ]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "labelled.jsonl"
+    assert cli_main(["label", str(src), "--judge", "rubric", "--out", str(out)]) == 0
+    labelled = [json.loads(x) for x in open(out)]
+    assert [r["chosen"] for r in labelled] == [rows[0]["response_a"], rows[1]["response_b"]]
+    from transformers import AutoTokenizer
+
+    from rlhf.data.formats import load_categories
+    from rlhf.data.preference import load_preferences
+
+    ex, _ = load_preferences(str(out), AutoTokenizer.from_pretrained("data/tokenizer"),
+                             load_categories("data/palms/categories.yaml"), 512)
+    assert len(ex) == 2
