@@ -28,6 +28,14 @@ def _stage(name: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from rlhf.config import PipelineConfig
+    from rlhf.stages import pipeline
+
+    pipeline.run(load_config(PipelineConfig, args.config, args.overrides))
+    return 0
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from rlhf.data.check import check_file
 
@@ -78,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             sp.add_argument("--import-human", metavar="FILE",
                             help="verdicts a rater filled in (annotation.csv or the page's verdicts.csv) for the human judge")
+
+    pp = sub.add_parser("pipeline", help="every stage in one run directory (skips finished, resumes interrupted)")
+    pp.add_argument("config", help="pipeline YAML (see configs/tiny/pipeline.yaml)")
+    pp.add_argument("overrides", nargs="*", help="overrides of the pipeline config, e.g. run_dir=runs/mine")
+    pp.set_defaults(func=_pipeline)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
     ck = data.add_parser("check", help="report every bad row (file, line, reason) and a summary")

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import inspect
 import os
+import re
 import textwrap
 import types
 import typing
@@ -522,6 +523,46 @@ class EvalStageConfig:
             raise ValueError("models: judges include reward_model but reward_judge.model is empty")
         if "llm" in self.eval.judges and not self.llm_judge.model:
             raise ValueError("models: judges include llm but llm_judge.model is empty")
+
+
+@dataclass
+class PipelineStage:
+    name: str = ""
+    """the stage's name; its output directory is run_dir/name and {name} in overrides refers to it"""
+    command: Literal["pretrain", "sft", "rm", "ppo", "eval"] = "sft"
+    """which stage to run"""
+    config: str = ""
+    """the stage's own config file"""
+    overrides: list[str] = field(default_factory=list)
+    """key.sub=value overrides for the stage; {other_stage} is replaced by that stage's output directory"""
+    expected_minutes: float = 1.0
+    """rough duration, for the time-left estimate"""
+
+    def check(self) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z0-9_]+", self.name):
+            raise ValueError("name: use letters, digits and _ only")
+        if not self.config:
+            raise ValueError("config: name the stage's config file")
+
+
+@dataclass
+class PipelineConfig:
+    """``rlhf pipeline``: stages run in order in one run directory."""
+
+    run_dir: str = "runs/pipeline"
+    """directory holding one output directory per stage"""
+    stages: list[PipelineStage] = field(default_factory=list)
+    """the stages, in order"""
+    overrides: list[str] = field(default_factory=list)
+    """overrides applied to every stage (e.g. run.progress=false)"""
+
+    def check(self) -> None:
+        names = [s.name for s in self.stages]
+        if not names:
+            raise ValueError("stages: list at least one stage")
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"stages: duplicate stage name {sorted(dup)[0]!r}")
 
 
 STAGES: dict[str, type] = {
