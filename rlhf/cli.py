@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="preference JSONL to write ({prompt, chosen, rejected})")
     lb.set_defaults(func=lambda a: importlib.import_module("rlhf.label").main(a))
 
+    mdl = sub.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
+    mi = mdl.add_parser("import", help="turn a GGUF file (or any loadable model) into a plain HF directory")
+    mi.add_argument("src", help="a .gguf file, a directory holding one (with --gguf-file), or a hub id / directory")
+    mi.add_argument("out", help="output directory (plain HF model, safetensors, with tokenizer and chat template)")
+    mi.add_argument("--gguf-file", help="GGUF file name inside SRC")
+    mi.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    mi.add_argument("--trust-remote-code", action="store_true", help="allow the source's own code (off by default)")
+    mi.set_defaults(func=lambda a: importlib.import_module("rlhf.models.importer").main(a))
+
     cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
     cs.add_argument("stage", choices=list(STAGES))
     cs.set_defaults(func=_config_show)

@@ -38,20 +38,28 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
             tok.chat_template = f.read()
     if tok.eos_token_id is None:
         raise ValueError(f"model.tokenizer: {path} has no EOS token")
-    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
-        # PAD must differ from EOS, or masking the padding also hides EOS and the policy never learns to stop
-        # (N+ detail 2). Reuse an existing unused special token when the vocabulary has one.
-        for cand in ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "[PAD]"):
-            if cand in tok.get_vocab() and tok.convert_tokens_to_ids(cand) != tok.eos_token_id:
-                tok.pad_token = cand
-                break
-        else:
-            tok.add_special_tokens({"pad_token": "<|pad|>"})
+    ensure_pad(tok)
     if not tok.chat_template:
         raise ValueError(
             f"model.tokenizer: {path} has no chat template; set model.chat_template to a Jinja template file"
         )
     return tok
+
+
+def ensure_pad(tok) -> bool:
+    """Make PAD distinct from EOS; returns True when a new token had to be added to the vocabulary.
+
+    PAD must differ from EOS, or masking the padding also hides EOS and the policy never learns to stop (N+ detail
+    2). An existing unused special token is reused when the vocabulary has one.
+    """
+    if tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id:
+        return False
+    for cand in ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "[PAD]", "<|endoftext|>"):
+        if cand in tok.get_vocab() and tok.convert_tokens_to_ids(cand) != tok.eos_token_id:
+            tok.pad_token = cand
+            return False
+    tok.add_special_tokens({"pad_token": "<|pad|>"})
+    return True
 
 
 def _finish(model: torch.nn.Module, tok: PreTrainedTokenizerBase | None) -> torch.nn.Module:
