@@ -1,17 +1,33 @@
-"""``rlhf bench ppo CONFIG [overrides] [--iterations N]``: where the time of a PPO iteration goes on this hardware.
+"""Benchmarks that print figures (nothing here asserts a timing).
 
+``rlhf bench ppo CONFIG [overrides] [--iterations N]``: where the time of a PPO iteration goes on this hardware.
 Runs the PPO stage for a fixed number of iterations into a temporary directory (nothing of the user's run is
 touched), then prints the phase breakdown (generation; reward/reference/value forward passes; training) and
 tokens per second, measured side by side in one run. The first iteration is reported separately and left out
 of the means (it pays for start-up costs).
+
+``rlhf bench zero CONFIG [overrides] [--iterations N] [--nproc 2] [--stages 0,2,3]``: PPO under ZeRO with
+several processes, each configuration a real ``torchrun`` job started from here:
+1. generation time per rollout under ZeRO-3 with the actor's parameters gathered once per rollout
+   (``ppo.gather_for_generation=true``) against gathering layer by layer at every decoding step (false),
+   side by side with their ratio;
+2. peak memory of every rank for each ZeRO stage: resident set size (``ru_maxrss``) and its increase over the
+   process's size before any model was loaded, on GPUs also ``torch.cuda.max_memory_allocated``, beside the
+   rule-of-thumb model-state bytes per rank (docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+
+import yaml
 
 from rlhf.config import PPOStageConfig, load_config
 
@@ -62,6 +78,148 @@ def bench_ppo(config: str, overrides: list[str], iterations: int = 5) -> dict:
     return {"rows": rows, "wall_s": wall}
 
 
+# ----------------------------------------------------------------------------------------------------------
+# rlhf bench zero: multi-process runs, one torchrun job per configuration
+# ----------------------------------------------------------------------------------------------------------
+
+# glibc raises its mmap threshold as large blocks are freed, then serves them from a heap it does not return to
+# the OS: ZeRO-3's gather/release of every layer then inflates RSS far beyond the memory in use (measured: +1.4 GB
+# for a 45M-parameter PPO). A fixed threshold keeps large blocks mmapped, so RSS measures memory in use; set
+# MALLOC_MMAP_THRESHOLD_ yourself to measure otherwise.
+MMAP_THRESHOLD = "131072"
+
+QUIET = [f"run.save_steps={10**9}", f"ppo.sample_every={10**9}", "data.heldout_prompt_file=", "data.ptx_eval_file=",
+         "run.progress=false", "run.resume=never"]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def model_state_mb(params: dict[str, int], zero_stage: int, world: int, precision: str) -> float:
+    """Rule-of-thumb model-state memory per rank (Rajbhandari et al. 2020, "ZeRO"), in MiB.
+
+    Trainable parameters cost p (weights) + p (gradients) + K (optimizer) bytes each, p = 4 in fp32 and 2 in
+    bf16/fp16; K = 8 for Adam's two moments in fp32, 12 in mixed precision (fp32 master copy + moments). ZeRO-1
+    divides K by the world size, ZeRO-2 also the gradients, ZeRO-3 also the weights (frozen models too).
+    """
+    p = 4 if precision == "fp32" else 2
+    k = 8 if precision == "fp32" else 12
+    n = world
+    per_trainable = {0: p + p + k, 1: p + p + k / n, 2: p + (p + k) / n, 3: (p + p + k) / n}[zero_stage]
+    per_frozen = p / n if zero_stage == 3 else p
+    return (params["trainable"] * per_trainable + params["frozen"] * per_frozen) / 2**20
+
+
+def _run_zero_job(config: str, overrides: list[str], stage: int, gather: bool, nproc: int, iterations: int,
+                  tmp: str, timeout: float) -> dict:
+    name = f"zero{stage}-{'once' if gather else 'per-layer'}"
+    out, report = os.path.join(tmp, name), os.path.join(tmp, f"{name}.json")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(_free_port()), "-m", "rlhf.bench", "worker", report, config,
+           *overrides, *QUIET, f"ppo.iterations={iterations}", f"run.output_dir={out}",
+           f"deepspeed.zero_stage={stage}", f"ppo.gather_for_generation={str(gather).lower()}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                          "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
+    print(f"[bench] ZeRO-{stage}, {'gather once' if gather else 'per-layer gathering'}: {nproc} processes ...",
+          flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench job {name} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+    ranks = []
+    for r in range(nproc):
+        with open(f"{report}.rank{r}") as f:
+            ranks.append(json.load(f))
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(x) for x in f]
+    with open(os.path.join(out, "config.yaml")) as f:
+        resolved = yaml.safe_load(f)
+    actor = int(resolved["derived"]["actor_trainable_parameters"])
+    steady = rows[1:] if len(rows) > 1 else rows
+    return {"stage": stage, "gather": gather, "ranks": ranks, "rows": rows, "wall_s": time.time() - t0,
+            "generation_s": sum(r["time_generation"] for r in steady) / len(steady),
+            "generation_tokens_per_s": sum(r["generation_tokens_per_s"] for r in steady) / len(steady),
+            # actor + critic train, reference + reward model are frozen; all four about the actor's size
+            "params": {"trainable": 2 * actor, "frozen": 2 * actor}, "precision": resolved["deepspeed"]["precision"]}
+
+
+def zero_tables(jobs: list[dict], nproc: int) -> str:
+    """The printed report of ``bench zero`` (generation: once vs per-layer; memory per rank per stage)."""
+    lines = []
+    once = next((j for j in jobs if j["stage"] == 3 and j["gather"]), None)
+    layer = next((j for j in jobs if j["stage"] == 3 and not j["gather"]), None)
+    if once and layer:
+        lines += ["", f"PPO generation under ZeRO-3, {nproc} processes (mean over iterations after the first)",
+                  f"{'actor parameters':<32} {'s/rollout':>10} {'tokens/s':>10}"]
+        for label, j in (("gathered once per rollout", once), ("gathered per layer, per token", layer)):
+            lines.append(f"{label:<32} {j['generation_s']:>10.3f} {j['generation_tokens_per_s']:>10.1f}")
+        lines.append(f"per-layer / once: {layer['generation_s'] / max(once['generation_s'], 1e-9):.2f}x the time")
+    mem = [j for j in jobs if j["gather"]]
+    if mem:
+        gpu = any(r.get("peak_gpu_mb") is not None for j in mem for r in j["ranks"])
+        lines += ["", f"Peak memory per rank (MiB), PPO with {nproc} processes: host RSS"
+                  + (" and GPU (max_memory_allocated)" if gpu else ""),
+                  f"{'stage':<8} {'rank':>4} {'peak RSS':>10} {'over start':>11}" + (f" {'peak GPU':>10}" if gpu else "")
+                  + f" {'model states (rule of thumb)':>30}"]
+        for j in mem:
+            rule = model_state_mb(j["params"], j["stage"], nproc, j["precision"])
+            for r in j["ranks"]:
+                lines.append(f"ZeRO-{j['stage']:<3} {r['rank']:>4} {r['peak_rss_mb']:>10.0f} "
+                             f"{r['peak_rss_mb'] - r['start_rss_mb']:>11.0f}"
+                             + (f" {r['peak_gpu_mb'] or 0:>10.0f}" if gpu else "") + f" {rule:>30.1f}")
+    return "\n".join(lines)
+
+
+def bench_zero(config: str, overrides: list[str], iterations: int = 3, nproc: int = 2,
+               stages: tuple[int, ...] = (0, 2, 3), timeout: float = 3600) -> dict:
+    jobs = []
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-zero-") as tmp:
+        for stage in stages:
+            jobs.append(_run_zero_job(config, overrides, stage, True, nproc, iterations, tmp, timeout))
+        if 3 in stages:
+            jobs.append(_run_zero_job(config, overrides, 3, False, nproc, iterations, tmp, timeout))
+    first = jobs[0]["rows"][0] if jobs[0]["rows"] else {}
+    print(f"\n[bench] rlhf bench zero {config} {' '.join(overrides)}: {iterations} PPO iterations per job, "
+          f"{nproc} processes, response length ~{first.get('response_length', float('nan')):.1f} tokens; "
+          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', MMAP_THRESHOLD)}")
+    print(zero_tables(jobs, nproc))
+    return {"jobs": jobs}
+
+
+def _worker(argv: list[str]) -> int:
+    """One rank of a ``bench zero`` job: run PPO, then write this rank's memory figures to REPORT.rankN."""
+    report, config, *overrides = argv
+    from rlhf import engine as E
+    from rlhf.stages import ppo
+
+    start = _rss_mb()  # after imports (torch, transformers, deepspeed), before any model is loaded
+    ppo.run(load_config(PPOStageConfig, config, overrides))
+    import torch
+
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    with open(f"{report}.rank{E.rank()}", "w") as f:
+        json.dump({"rank": E.rank(), "start_rss_mb": start, "peak_rss_mb": _rss_mb(), "peak_gpu_mb": gpu}, f)
+    return 0
+
+
 def main(args) -> int:
+    if args.bench == "zero":
+        stages = tuple(int(s) for s in args.stages.split(",") if s.strip())
+        bench_zero(args.config, args.overrides, args.iterations, args.nproc, stages)
+        return 0
     bench_ppo(args.config, args.overrides, args.iterations)
     return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        sys.exit(_worker(sys.argv[2:]))
+    sys.exit("usage: rlhf bench ppo|zero CONFIG ... (python -m rlhf.bench worker is started by 'rlhf bench zero')")

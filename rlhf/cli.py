@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     bp.add_argument("--iterations", type=int, default=5, help="iterations to run (the first is reported apart)")
     bp.set_defaults(func=lambda a: importlib.import_module("rlhf.bench").main(a))
+    bz = bench.add_parser("zero", help="PPO under ZeRO with several processes: generation with the actor gathered "
+                                       "once vs per layer, and peak memory per rank for each ZeRO stage")
+    bz.add_argument("config", help="PPO config YAML")
+    bz.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    bz.add_argument("--iterations", type=int, default=3, help="PPO iterations per job (the first is left out of means)")
+    bz.add_argument("--nproc", type=int, default=2, help="processes per job (torchrun --nproc_per_node)")
+    bz.add_argument("--stages", default="0,2,3", help="ZeRO stages to measure memory for; 3 adds the per-layer job")
+    bz.set_defaults(func=lambda a: importlib.import_module("rlhf.bench").main(a))
 
     lb = sub.add_parser("label", help="label pairs of responses with a judge into preference data (AI feedback)")
     lb.add_argument("input", help="JSONL of {prompt, response_a, response_b} rows, or an rlhf eval samples.jsonl")

@@ -319,11 +319,15 @@ class GenerationConfig:
     """0 = no top-k filtering (N+)"""
     top_p: float = 1.0
     """1.0 = no nucleus filtering (N+)"""
+    do_sample: bool = True
+    """sample (True) or decode greedily (False: deterministic rollouts, e.g. to compare runs across world sizes)"""
 
     def check(self) -> None:
         _positive(self, "max_new_tokens", "temperature", "top_p")
         if self.top_p > 1 or self.top_k < 0:
             raise ValueError("top_p: must be in (0, 1], and top_k >= 0")
+        if not self.do_sample and (self.top_k or self.top_p < 1):
+            raise ValueError("do_sample: greedy decoding (false) ignores top_k and top_p; leave them at 0 and 1.0")
 
 
 @dataclass
@@ -399,6 +403,8 @@ class PPOConfig:
     """abort after this many non-finite losses or scores in a row (each one skips its update)"""
     sample_every: int = 10
     """print a table of sampled prompt/response/score rows every this many iterations"""
+    gather_for_generation: bool = True
+    """ZeRO-3: gather the actor's parameters once per rollout for generation (fast); False: layer by layer per token"""
 
     def check(self) -> None:
         _positive(self, "iterations", "rollout_batch_size", "mini_batch_size", "ppo_epochs", "ptx_batch_size",

@@ -142,6 +142,12 @@ def test_every_shipped_yaml_loads_and_validates(path):
             data = yaml.safe_load(f)
         _build(DeepSpeedConfig, data["deepspeed"], "deepspeed.", _Source(path, {}, set()))
         return
+    if os.sep + "accelerate" + os.sep in path:  # accelerate launch files (launch/accelerate.sh), not rlhf configs
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        stage = int(os.path.basename(path)[len("zero"):].split(".")[0])
+        assert data["distributed_type"] == "DEEPSPEED" and data["deepspeed_config"]["zero_stage"] == stage
+        return
     if os.path.basename(path).startswith("pipeline"):
         from rlhf.config import PipelineConfig
         from rlhf.stages.pipeline import stage_config
@@ -154,3 +160,14 @@ def test_every_shipped_yaml_loads_and_validates(path):
     if stage is None:
         pytest.fail(f"{path}: cannot tell which stage it configures (name it <stage>[_variant].yaml)")
     load_config(STAGES[stage], path)
+
+
+def test_greedy_generation_rejects_sampling_filters(tmp_path):
+    from rlhf.config import PPOStageConfig
+
+    path = write(tmp_path, "model:\n  name_or_path: x\nreward:\n  function: a:b\ngeneration:\n  do_sample: false\n  top_k: 5\n")
+    with pytest.raises(ConfigError, match="'generation.do_sample': greedy decoding"):
+        load_config(PPOStageConfig, path)
+    path = write(tmp_path, "model:\n  name_or_path: x\nreward:\n  function: a:b\nppo:\n  gather_for_generation: 1\n")
+    with pytest.raises(ConfigError, match="'ppo.gather_for_generation' expects bool"):
+        load_config(PPOStageConfig, path)

@@ -72,3 +72,53 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert f(9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     g = lr_lambda(TrainConfig(lr_scheduler="linear"), total_steps=10)
     assert g(0) == 1.0 and g(5) == pytest.approx(0.5) and g(10) == 0.0
+
+
+def test_accelerate_launch_must_agree_with_the_deepspeed_section(monkeypatch):
+    from rlhf.engine import adopt_accelerate_launch
+
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+           "ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "none",
+           "ACCELERATE_CONFIG_DS_FIELDS": "zero_stage,offload_param_device,mixed_precision"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match="deepspeed.zero_stage: the accelerate config says '3'"):
+        adopt_accelerate_launch(DeepSpeedConfig(zero_stage=2))
+    with pytest.raises(ValueError, match="deepspeed.precision"):
+        adopt_accelerate_launch(DeepSpeedConfig(zero_stage=3, precision="bf16"))
+    adopt_accelerate_launch(DeepSpeedConfig(zero_stage=3))  # agrees: accelerate's DeepSpeed settings are dropped
+    assert "ACCELERATE_DEEPSPEED_ZERO_STAGE" not in os.environ and "ACCELERATE_CONFIG_DS_FIELDS" not in os.environ
+
+
+def test_resolved_scaling_is_described_with_the_learning_rate():
+    from rlhf.engine import describe_engine
+
+    ds = DeepSpeedConfig(zero_stage=2, global_batch_size=16, micro_batch_size=8, lr_scaling="sqrt",
+                         reference_world_size=1, precision="fp16")
+    text = describe_engine(ds, resolve_batch(ds, 4), TrainConfig(learning_rate=1e-4, warmup_steps=10))
+    assert "ZeRO-2" in text and "dynamic loss scaling" in text and "global batch 64 = micro 8 x accumulation 2 x world 4" in text
+    assert "learning rate 0.0002 = 0.0001 x 2 (sqrt in world 4 / 1; warm-up 10 steps)" in text
+
+
+def test_single_process_gathers_and_generation_context_are_no_ops():
+    import torch
+
+    from rlhf.engine import all_gather_rows, gathered_for_generation
+
+    t = torch.arange(6).view(2, 3)
+    assert all_gather_rows(t, pad_left=True) is t
+    with gathered_for_generation(torch.nn.Linear(2, 2)) as synced:
+        assert synced is False
+
+
+def test_zero_buckets_follow_the_hidden_size():
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(config=SimpleNamespace(hidden_size=64))
+    plan = resolve_batch(DeepSpeedConfig(), 1)
+    z3 = deepspeed_config(DeepSpeedConfig(zero_stage=3), plan, model=model)["zero_optimization"]
+    assert z3["reduce_bucket_size"] == 64 * 64 and z3["stage3_prefetch_bucket_size"] == int(0.9 * 64 * 64)
+    assert z3["stage3_param_persistence_threshold"] == 640
+    z2 = deepspeed_config(DeepSpeedConfig(zero_stage=2), plan, model=model)["zero_optimization"]
+    assert z2["allgather_bucket_size"] == 4096 and "stage3_prefetch_bucket_size" not in z2
+    assert deepspeed_config(DeepSpeedConfig(), plan, model=model)["zero_optimization"] == {"stage": 0}

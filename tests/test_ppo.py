@@ -126,3 +126,14 @@ def test_reward_function_must_be_an_import_path(tmp_path, micro_sft, micro_rm):
     cfg = ppo_cfg(str(tmp_path / "x"), micro_sft, micro_rm, "reward.function=rlhf.rewards:nope")
     with pytest.raises(AttributeError, match="no callable 'nope'"):
         ppo.run(cfg)
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_minibatches_are_the_same_episodes_at_any_world_size(world):
+    one = ppo.minibatch_indices(seed=3, it=5, epoch=1, rollout=16, mini=8, world=1, rank=0)
+    shares = [ppo.minibatch_indices(3, 5, 1, 16, 8, world, r) for r in range(world)]
+    for k, episodes in enumerate(one):
+        assert all(len(s[k]) == 8 // world for s in shares)
+        assert sorted(i for s in shares for i in s[k]) == sorted(episodes)  # minibatch k: the same set
+    assert sorted(i for mb in one for i in mb) == list(range(16))  # each epoch visits every episode once
+    assert one != ppo.minibatch_indices(3, 5, 2, 16, 8, 1, 0)  # a new order every epoch

@@ -5,6 +5,7 @@ Stages call these helpers; they never import deepspeed themselves.
 
 from rlhf.engine.core import (
     BatchPlan,
+    adopt_accelerate_launch,
     deepspeed_config,
     describe_engine,
     find_resume_checkpoint,
@@ -23,6 +24,7 @@ from rlhf.engine.core import (
     wrap_trainable,
 )
 from rlhf.engine.dist import (
+    all_gather_rows,
     all_reduce_mean,
     barrier,
     device,
@@ -39,6 +41,8 @@ from rlhf.engine.dist import (
 
 __all__ = [
     "BatchPlan",
+    "adopt_accelerate_launch",
+    "all_gather_rows",
     "all_reduce_mean",
     "barrier",
     "deepspeed_config",

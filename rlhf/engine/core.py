@@ -7,6 +7,7 @@ config section; TRL-based stages (SFT, RM) hand the dict to the HF Trainer, the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,10 +33,11 @@ class BatchPlan:
     world_size: int
     lr_scale: float
 
-    def describe(self) -> str:
+    def describe(self, with_lr_scale: bool = True) -> str:
         return (
             f"global batch {self.global_batch} = micro {self.micro_batch} x accumulation {self.grad_accum}"
-            f" x world {self.world_size}" + (f"; learning rate x {self.lr_scale:.3g}" if self.lr_scale != 1 else "")
+            f" x world {self.world_size}"
+            + (f"; learning rate x {self.lr_scale:.3g}" if with_lr_scale and self.lr_scale != 1 else "")
         )
 
 
@@ -67,9 +69,24 @@ def resolve_batch(ds: DeepSpeedConfig, world: int | None = None, global_batch: i
     return plan
 
 
-def deepspeed_config(ds: DeepSpeedConfig, plan: BatchPlan, train: TrainConfig | None = None) -> dict:
-    """The DeepSpeed config dict for the ``deepspeed:`` section (shared by every stage)."""
-    zero: dict = {"stage": ds.zero_stage}
+def zero_buckets(model: torch.nn.Module | None, zero_stage: int) -> dict:
+    """ZeRO communication bucket sizes from the model's hidden size h, as transformers' "auto" values:
+    reduce/all-gather buckets h^2 elements, ZeRO-3 prefetch 0.9 h^2, parameters under 10 h stay unpartitioned.
+    DeepSpeed's defaults (5e8-element buckets) are sized for billions of parameters and cost small models memory."""
+    h = getattr(getattr(model, "config", None), "hidden_size", None)
+    if not h or zero_stage == 0:
+        return {}
+    out = {"reduce_bucket_size": h * h, "allgather_bucket_size": h * h}
+    if zero_stage == 3:
+        out.update(stage3_prefetch_bucket_size=int(0.9 * h * h), stage3_param_persistence_threshold=10 * h)
+    return out
+
+
+def deepspeed_config(ds: DeepSpeedConfig, plan: BatchPlan, train: TrainConfig | None = None,
+                     model: torch.nn.Module | None = None) -> dict:
+    """The DeepSpeed config dict for the ``deepspeed:`` section (shared by every stage); ``model`` sizes the
+    ZeRO buckets (:func:`zero_buckets`)."""
+    zero: dict = {"stage": ds.zero_stage, **zero_buckets(model, ds.zero_stage)}
     if ds.zero_stage >= 1:
         zero.update(overlap_comm=False, contiguous_gradients=True)
     if ds.offload_optimizer:
@@ -105,6 +122,44 @@ def deepspeed_config(ds: DeepSpeedConfig, plan: BatchPlan, train: TrainConfig | 
     return cfg
 
 
+_ACCELERATE_DS_ENV = (
+    "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+    "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_NVME_PATH",
+    "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_NVME_PATH", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL",
+    "ACCELERATE_DEEPSPEED_ZERO3_INIT", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "ACCELERATE_GRADIENT_CLIPPING",
+    "ACCELERATE_MIXED_PRECISION", "ACCELERATE_CONFIG_DS_FIELDS",
+)
+
+
+def adopt_accelerate_launch(ds: DeepSpeedConfig) -> None:
+    """Under ``accelerate launch`` with a DeepSpeed accelerate config: check that it agrees with the
+    ``deepspeed:`` section, then drop its DeepSpeed environment so the section's dict is the only one in force.
+
+    The section is the only place scaling is configured; the accelerate file (configs/accelerate/zero{2,3}.yaml)
+    only chooses the launcher. A disagreement (e.g. an accelerate ZeRO-3 file with ``deepspeed.zero_stage: 2``)
+    is an error rather than a silent choice of one of them.
+    """
+    env = os.environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return
+    checks = [
+        ("zero_stage", env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE"), str(ds.zero_stage)),
+        ("offload_optimizer", env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"),
+         "cpu" if ds.offload_optimizer else "none"),
+        ("offload_param", env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"), "cpu" if ds.offload_param else "none"),
+        ("precision", env.get("ACCELERATE_MIXED_PRECISION"), {"fp32": "no"}.get(ds.precision, ds.precision)),
+    ]
+    for key, launcher, ours in checks:
+        if launcher not in (None, "", "None") and launcher.lower() != ours:
+            raise ValueError(
+                f"deepspeed.{key}: the accelerate config says {launcher!r} but the deepspeed: section says {ours!r}; "
+                "the deepspeed: section is the only place scaling is configured (launch/accelerate.sh passes "
+                "deepspeed.zero_stage to match its file)"
+            )
+    for name in _ACCELERATE_DS_ENV:
+        env.pop(name, None)
+
+
 def lr_lambda(train: TrainConfig, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the peak learning rate at optimizer step ``step`` (warm-up, then the schedule)."""
 
@@ -134,14 +189,16 @@ def wrap_trainable(model: torch.nn.Module, ds_cfg: dict, train: TrainConfig, tot
     def make_scheduler(optimizer):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    if "optimizer" in ds_cfg:
+    # weight decay on matrices only (not on norms and biases), with either optimizer
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if "optimizer" in ds_cfg:  # offloaded optimizer state: DeepSpeed's CPU AdamW, built from the config's section
         engine, *_ = deepspeed.initialize(
-            model=model, model_parameters=params, config=ds_cfg, lr_scheduler=make_scheduler
+            model=model, model_parameters=[g for g in groups if g["params"]], config=ds_cfg,
+            lr_scheduler=make_scheduler,
         )
     else:
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]], lr=lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps
         )
@@ -170,7 +227,7 @@ def wrap_frozen(model: torch.nn.Module, ds: DeepSpeedConfig, plan: BatchPlan, de
         "train_batch_size": plan.global_batch,
         "train_micro_batch_size_per_gpu": plan.micro_batch,
         "gradient_accumulation_steps": plan.grad_accum,
-        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+        "zero_optimization": {"stage": 3, **zero_buckets(model, 3), "stage3_param_persistence_threshold": 0},
         "bf16": {"enabled": ds.precision == "bf16"},
         "fp16": {"enabled": ds.precision == "fp16"},
         "steps_per_print": 10**12,
@@ -186,16 +243,47 @@ def is_zero3(engine_or_model) -> bool:
     return bool(getattr(engine_or_model, "zero_optimization_partition_weights", lambda: False)())
 
 
-def gathered_for_generation(engine_or_model, enabled: bool = True):
-    """Context in which a ZeRO-3 model's parameters are gathered once (for a whole rollout's generation) instead
-    of layer by layer at every decoding step; a no-op for other stages."""
-    import contextlib
+def _zero3_offload(engine):
+    """The object that owns a ZeRO-3 engine's partitioning hooks (trainable: optimizer.parameter_offload;
+    frozen, inference-only: the DeepSpeedZeRoOffload itself)."""
+    opt = getattr(engine, "optimizer", None)
+    if opt is None:
+        raise RuntimeError("a ZeRO-3 engine without its parameter-offload object: cannot gather for generation")
+    return getattr(opt, "parameter_offload", opt)
 
-    if not (enabled and is_zero3(engine_or_model)):
-        return contextlib.nullcontext()
+
+@contextlib.contextmanager
+def gathered_for_generation(engine_or_model, enabled: bool = True):
+    """Context for generating with a (possibly ZeRO-3) model; yields ``synced_gpus`` for ``model.generate``.
+
+    ZeRO-3 with ``enabled``: every parameter is all-gathered once for the whole rollout and the engine's
+    partitioning hooks are taken off meanwhile (otherwise the first layer's post-forward hook re-partitions the
+    gathered weights and every decoding step gathers them again, layer by layer); the hooks are put back on exit.
+    Generation is then local, so ranks may stop at different lengths: yields False.
+    ZeRO-3 without ``enabled``: parameters are gathered layer by layer at every decoding step (less memory, a
+    collective per layer and token), so every rank must run the same number of steps: yields True when there
+    is more than one process (``generate(synced_gpus=True)``). Other stages: a no-op that yields False.
+    """
+    if not is_zero3(engine_or_model):
+        yield False
+        return
+    if not enabled:
+        yield world_size() > 1
+        return
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters(list(unwrap(engine_or_model).parameters()), modifier_rank=None)
+    offload = _zero3_offload(engine_or_model)
+    params = list(unwrap(engine_or_model).parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        for p in params:
+            p.ds_active_sub_modules.clear()
+        for hook in [*offload.forward_hooks, *offload.backward_hooks]:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield False
+        finally:
+            offload._register_deepspeed_module(offload.module)  # re-registers hooks, invalidates the trace
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -346,8 +434,13 @@ def gathered_state_dict(engine_or_model) -> dict[str, torch.Tensor] | None:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            sd = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if is_main() else None
-        return sd
+            if not is_main():
+                return None
+            copies: dict[tuple, torch.Tensor] = {}  # one copy per storage: tied weights stay tied (one saved key)
+            return {
+                k: copies.setdefault((v.data_ptr(), tuple(v.shape)), v.detach().cpu().clone())
+                for k, v in module.state_dict().items()
+            }
     return {k: v.detach().cpu() for k, v in module.state_dict().items()} if is_main() else None
 
 
@@ -380,16 +473,30 @@ def save_hf_model(
         barrier()
 
 
-def describe_engine(ds: DeepSpeedConfig, plan: BatchPlan) -> str:
+def describe_engine(ds: DeepSpeedConfig, plan: BatchPlan, train: TrainConfig | None = None) -> str:
+    """The resolved scaling numbers in one line (every stage prints it): ZeRO stage, precision, offload, batch
+    arithmetic and, given ``train``, the peak learning rate after ``deepspeed.lr_scaling``."""
     off = [n for n, on in (("optimizer", ds.offload_optimizer), ("params", ds.offload_param)) if on]
-    return (
-        f"DeepSpeed ZeRO-{ds.zero_stage}, {ds.precision}, {plan.describe()}"
+    text = (
+        f"DeepSpeed ZeRO-{ds.zero_stage}, {ds.precision}"
+        + (", dynamic loss scaling" if ds.precision == "fp16" else "")
+        + (f", gradient clipping {ds.gradient_clipping:g}" if ds.gradient_clipping > 0 else "")
         + (f", offload {'+'.join(off)} to cpu" if off else "")
+        + f", {plan.describe(with_lr_scale=train is None)}"
     )
+    if train is not None:
+        lr = train.learning_rate * plan.lr_scale
+        if ds.lr_scaling == "none":
+            text += f", learning rate {lr:.3g}"
+        else:
+            text += (f", learning rate {lr:.3g} = {train.learning_rate:.3g} x {plan.lr_scale:.3g} ({ds.lr_scaling} in "
+                     f"world {plan.world_size} / {ds.reference_world_size}; warm-up {train.warmup_steps} steps)")
+    return text
 
 
 __all__ = [
     "BatchPlan",
+    "adopt_accelerate_launch",
     "deepspeed_config",
     "describe_engine",
     "find_resume_checkpoint",
@@ -407,4 +514,5 @@ __all__ = [
     "is_zero3",
     "gathered_for_generation",
     "load_checkpoint_tensors",
+    "zero_buckets",
 ]

@@ -115,6 +115,32 @@ def all_reduce_mean(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
+def all_gather_rows(t: torch.Tensor, pad_value: float = 0, pad_left: bool = False) -> torch.Tensor:
+    """Every rank's ``t`` (B_r,) or (B_r, W_r), concatenated along dim 0 in rank order; identity on one process.
+
+    Widths may differ between ranks: narrower tensors are padded to the widest with ``pad_value``, on the left
+    (``pad_left``: left-padded prompts) or on the right. Row counts may differ too.
+    """
+    if world_size() == 1 or not torch_dist.is_initialized():
+        return t
+    dtype = t.dtype
+    if dtype == torch.bool:  # not every backend reduces/gathers bool
+        t = t.to(torch.uint8)
+    shape = torch.tensor([t.shape[0], t.shape[1] if t.dim() > 1 else 0], dtype=torch.long, device=t.device)
+    shapes = [torch.zeros_like(shape) for _ in range(world_size())]
+    torch_dist.all_gather(shapes, shape)
+    rows, width = (int(max(s[i] for s in shapes)) for i in (0, 1))
+    if t.dim() > 1 and t.shape[1] < width:
+        pad = (width - t.shape[1], 0) if pad_left else (0, width - t.shape[1])
+        t = torch.nn.functional.pad(t, pad, value=pad_value)
+    if t.shape[0] < rows:
+        t = torch.cat([t, t.new_full((rows - t.shape[0], *t.shape[1:]), pad_value)])
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    torch_dist.all_gather(parts, t.contiguous())
+    out = torch.cat([p[: int(s[0])] for p, s in zip(parts, shapes)])
+    return out.to(dtype)
+
+
 def seed_everything(seed: int) -> int:
     """Seed python, numpy and torch with ``seed + rank`` (N+ detail 9); returns the seed used."""
     import numpy as np

@@ -4,6 +4,9 @@ Facts this encodes (checked on transformers 5 / accelerate 1.x / TRL 1.x):
 - TRL configs default to bf16, which fails on a CPU-only machine: precision comes from our config.
 - Under ``torchrun`` on CPU, accelerate counts one process in its metric gather unless ``use_cpu=True`` is
   passed with the DeepSpeed dict; with it ZeRO-3 over 2 CPU processes trains.
+- ``accelerate launch`` with a DeepSpeed accelerate config exports its own DeepSpeed settings, which accelerate
+  refuses to combine with an explicit dict: :func:`rlhf.engine.adopt_accelerate_launch` checks they agree with
+  the ``deepspeed:`` section and removes them.
 - HF writes ``checkpoint-N`` directories non-atomically; :class:`CheckpointMarker` drops a ``COMPLETE`` file into
   each once the save has returned, and :func:`find_hf_checkpoint` only resumes from marked ones.
 """
@@ -15,15 +18,18 @@ import os
 from transformers import TrainerCallback
 
 from rlhf.config import DeepSpeedConfig, RunConfig, TrainConfig
-from rlhf.engine.core import BatchPlan, deepspeed_config
+from rlhf.engine.core import BatchPlan, adopt_accelerate_launch, deepspeed_config
 from rlhf.engine.dist import init_env, is_main, on_cpu
 
 COMPLETE = "COMPLETE"
 
 
-def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan: BatchPlan, ckpt_dir: str) -> dict:
-    """Keyword arguments shared by TRL's SFTConfig / RewardConfig, from our sections."""
+def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan: BatchPlan, ckpt_dir: str,
+                   model=None) -> dict:
+    """Keyword arguments shared by TRL's SFTConfig / RewardConfig, from our sections (``model`` sizes ZeRO's
+    communication buckets)."""
     init_env()
+    adopt_accelerate_launch(ds)
     kw = dict(
         output_dir=ckpt_dir,
         per_device_train_batch_size=plan.micro_batch,
@@ -54,7 +60,7 @@ def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan
         bf16=ds.precision == "bf16",
         fp16=ds.precision == "fp16",
         use_cpu=on_cpu(),
-        deepspeed=deepspeed_config(ds, plan, train),
+        deepspeed=deepspeed_config(ds, plan, train, model),
         remove_unused_columns=False,
         dataloader_num_workers=0,
         save_only_model=False,

@@ -8,14 +8,19 @@ model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
 
 Per iteration (numbers refer to the implementation details in README, "PPO-ptx"):
  1. take the iteration's prompts (a seeded permutation; the data position is a function of the iteration);
+    rank r takes the r-th contiguous slice;
  2. generate with the actor: KV cache, left padding, sampling settings from config, stop at EOS, truncate after it;
-    under ZeRO-3 the actor's parameters are gathered once for the whole rollout;
+    under ZeRO-3 the actor's parameters are gathered once for the whole rollout (``ppo.gather_for_generation``);
  3. score prompt + response with the reward model at the last response token; a response without EOS gets
     ``missing_eos_penalty`` (detail 4); optional clipping;
- 4. log-probs of actor and reference (logits / temperature, detail 3), values of the critic;
+ 4. log-probs of actor and reference (logits / temperature, detail 3), values of the critic; then every rank
+    all-gathers the rollout (token ids, masks, scores, log-probs, values: small next to the models), so steps 5-7
+    see the whole rollout in global order on every rank;
  5. per-token reward r_t = -beta * KL_t, plus the score on the last token (detail 5); optional whitening;
- 6. GAE (gamma, lambda) and whitened advantages (details 6, 7);
- 7. ``ppo_epochs`` passes over minibatches: per micro-batch one backward of
+ 6. GAE (gamma, lambda) and whitened advantages (details 6, 7), whitened over the whole rollout;
+ 7. ``ppo_epochs`` passes over minibatches, drawn by a permutation seeded by (seed, iteration, epoch) over global
+    episode indices, so minibatch k is the same set of episodes at any world size (rank r trains on its r-th
+    slice of it; with greedy generation a 2-process run reproduces a 1-process one); per micro-batch one backward of
     policy_loss + ptx_coef * ptx_loss (actor) and vf_coef * value_loss (critic): the two models share no
     parameters, so this equals one backward of their sum; one optimizer step per model per minibatch
     (InstructGPT accumulates the PPO and ptx gradients; DeepSpeed-Chat takes two steps);
@@ -84,6 +89,18 @@ def iteration_indices(it: int, n: int, batch: int, seed: int) -> list[int]:
     return out
 
 
+def minibatch_indices(seed: int, it: int, epoch: int, rollout: int, mini: int, world: int, rank: int) -> list[list[int]]:
+    """This rank's episodes (indices into the gathered rollout) for each minibatch of one PPO epoch.
+
+    The epoch's permutation is drawn from a generator seeded by (seed, iteration, epoch) alone, over global episode
+    indices, so global minibatch k is the same set of episodes whatever the world size; rank r takes its r-th slice.
+    """
+    g = torch.Generator().manual_seed((seed * 100_003 + it) * 1_009 + epoch)
+    perm = torch.randperm(rollout, generator=g).tolist()
+    local = mini // world
+    return [perm[k + rank * local : k + (rank + 1) * local] for k in range(0, rollout, mini)]
+
+
 class EMA:
     """Exponential moving average of the actor's weights (InstructGPT App. C: decay 0.992), kept on CPU in fp32."""
 
@@ -106,6 +123,7 @@ class EMA:
 def run(cfg: PPOStageConfig) -> dict:
     t_start = time.time()
     E.init_distributed()
+    E.adopt_accelerate_launch(cfg.deepspeed)
     E.seed_everything(cfg.run.seed)
     out = cfg.run.output_dir
     ckpt_root = prepare_output_dir(out, cfg.run.resume)
@@ -123,12 +141,16 @@ def run(cfg: PPOStageConfig) -> dict:
     )
     ptx_blocks = tokenize_blocks(tok, cfg.data.ptx_files, cfg.data.ptx_block_size) if p.ptx_coef > 0 else None
     ptx_eval = tokenize_blocks(tok, cfg.data.ptx_eval_file, cfg.data.ptx_block_size) if cfg.data.ptx_eval_file else None
-    for name, value in (("rollout_batch_size", p.rollout_batch_size), ("mini_batch_size", p.mini_batch_size)):
-        if value % world:
-            raise ValueError(f"ppo.{name}: {value} episodes cannot be split evenly over {world} processes")
+    if p.mini_batch_size % world and cfg.deepspeed.lr_scaling == "none":
+        raise ValueError(f"ppo.mini_batch_size: {p.mini_batch_size} episodes cannot be split evenly over {world} processes")
+    # The minibatch is DeepSpeed's global batch. With deepspeed.lr_scaling it grows with the world size, and the
+    # rollout with it, so an iteration keeps its number of optimizer steps.
     plan = E.resolve_batch(cfg.deepspeed, global_batch=p.mini_batch_size)
-    local_rollout = p.rollout_batch_size // world
-    steps_per_iter = p.ppo_epochs * (p.rollout_batch_size // p.mini_batch_size)
+    mini_bs = plan.global_batch
+    minis_per_epoch = p.rollout_batch_size // p.mini_batch_size
+    rollout_bs = minis_per_epoch * mini_bs
+    local_rollout, local_mini = rollout_bs // world, mini_bs // world
+    steps_per_iter = p.ppo_epochs * minis_per_epoch
     total_steps = p.iterations * steps_per_iter
 
     # ---- setup: models ---------------------------------------------------------------------------------
@@ -151,10 +173,10 @@ def run(cfg: PPOStageConfig) -> dict:
     critic_cfg = dataclasses.replace(cfg.model, name_or_path=critic_path, tokenizer="", from_config="", gguf_file="")
     critic = load_reward_backbone(critic_cfg, tok, cfg.run.seed)
 
-    ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train)
+    ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train, actor)
     actor_e = E.wrap_trainable(actor, ds_cfg, cfg.train, total_steps, plan)
     critic_train = dataclasses.replace(cfg.train, learning_rate=cfg.critic.learning_rate)
-    critic_e = E.wrap_trainable(critic, E.deepspeed_config(cfg.deepspeed, plan, critic_train), critic_train,
+    critic_e = E.wrap_trainable(critic, E.deepspeed_config(cfg.deepspeed, plan, critic_train, critic), critic_train,
                                 total_steps, plan)
     ref_e = E.wrap_frozen(reference, cfg.deepspeed, plan, device) if reference is not None else None
     rm_e = E.wrap_frozen(reward_model, cfg.deepspeed, plan, device) if reward_model is not None else None
@@ -164,15 +186,17 @@ def run(cfg: PPOStageConfig) -> dict:
 
     total, trainable = count_params(actor_e)
     derived = {
-        "world_size": world, "rollout_per_rank": local_rollout, "mini_batch": p.mini_batch_size,
+        "world_size": world, "rollout_batch": rollout_bs, "rollout_per_rank": local_rollout, "mini_batch": mini_bs,
         "micro_batch": plan.micro_batch, "grad_accum": plan.grad_accum, "optimizer_steps_per_iteration": steps_per_iter,
         "total_optimizer_steps": total_steps, "train_prompts": len(prompt_ids), "actor_parameters": total,
-        "actor_trainable_parameters": trainable,
-        "episodes": p.iterations * p.rollout_batch_size,
+        "actor_trainable_parameters": trainable, "actor_learning_rate": cfg.train.learning_rate * plan.lr_scale,
+        "critic_learning_rate": cfg.critic.learning_rate * plan.lr_scale,
+        "episodes": p.iterations * rollout_bs,
     }
     E.print0(
-        f"[ppo] {len(prompt_ids)} prompts; {p.iterations} iterations x {p.rollout_batch_size} episodes, "
-        f"{p.ppo_epochs} epoch(s) of minibatches of {p.mini_batch_size}; {E.describe_engine(cfg.deepspeed, plan)}; "
+        f"[ppo] {len(prompt_ids)} prompts; {p.iterations} iterations x {rollout_bs} episodes, "
+        f"{p.ppo_epochs} epoch(s) of minibatches of {mini_bs}; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; "
+        f"critic learning rate {cfg.critic.learning_rate * plan.lr_scale:.3g}; "
         f"ptx_coef {p.ptx_coef}, beta {p.kl_coef}{' (adaptive)' if p.adaptive_kl else ''}; "
         f"reward: {cfg.reward.model or cfg.reward.function}"
     )
@@ -208,38 +232,47 @@ def run(cfg: PPOStageConfig) -> dict:
     def rollout_batch(ids: list[list[int]], rows: list[dict]) -> tuple[Rollout, torch.Tensor, float]:
         t0 = time.time()
         actor_e.eval()
-        with E.gathered_for_generation(actor_e):
-            r = generate(E.unwrap(actor_e), ids, tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, True, device)
+        with E.gathered_for_generation(actor_e, p.gather_for_generation) as synced:
+            r = generate(E.unwrap(actor_e), ids, tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.do_sample,
+                         device, synced_gpus=synced)
         return r, scores_of(r, rows), time.time() - t0
 
     # ---- train ------------------------------------------------------------------------------------------
     ptx_start = lm_loss(actor_e, ptx_eval, plan.micro_batch, device) if ptx_eval is not None and start_it == 0 else None
     bar = tqdm(total=p.iterations, initial=start_it, desc="ppo", disable=not (E.is_main() and cfg.run.progress))
-    micro_per_iter = p.ppo_epochs * (local_rollout // plan.micro_batch)
     for it in range(start_it, p.iterations):
         t_it = time.time()
-        ptx_cursor = it * micro_per_iter  # the ptx data position is a function of the iteration (exact resume)
-        idx = iteration_indices(it, len(prompt_ids), p.rollout_batch_size, cfg.run.seed)
+        idx = iteration_indices(it, len(prompt_ids), rollout_bs, cfg.run.seed)
         mine = idx[E.rank() * local_rollout : (E.rank() + 1) * local_rollout]
-        rows = [prompt_rows[i] for i in mine]
 
-        # 2-3. generate and score
-        roll, raw_scores, t_gen = rollout_batch([prompt_ids[i] for i in mine], rows)
+        # 2-3. generate and score this rank's share of the rollout
+        roll, raw_scores, t_gen = rollout_batch([prompt_ids[i] for i in mine], [prompt_rows[i] for i in mine])
         t0 = time.time()
         with torch.no_grad():
+            # 4. log-probs of actor and reference, values of the critic
+            mask = roll.response_mask.float()  # (L, R)
+            logits = response_logits(actor_e, roll)  # (L, R, V)
+            old_logp = logprobs_from_logits(logits, roll.response_ids, g.temperature)
+            ent_tok = entropy_from_logits(logits, g.temperature) * mask
+            del logits
+            ref_logp = logprobs_from_logits(reference_logits(roll), roll.response_ids, g.temperature)
+            old_values = token_values(critic_e, roll) * mask
+            # the whole rollout on every rank, episodes in global order (rank-major): advantages are whitened over
+            # all of it and global minibatch k is the same set of episodes whatever the world size
+            pad = tok.pad_token_id
+            roll = Rollout(E.all_gather_rows(roll.prompt_ids, pad, pad_left=True),
+                           E.all_gather_rows(roll.prompt_mask, 0, pad_left=True),
+                           E.all_gather_rows(roll.response_ids, pad), E.all_gather_rows(roll.response_mask, 0),
+                           E.all_gather_rows(roll.has_eos))
+            raw_scores, old_logp, ref_logp, old_values, ent_tok = (
+                E.all_gather_rows(x) for x in (raw_scores, old_logp, ref_logp, old_values, ent_tok))
+            mask = roll.response_mask.float()  # (B, R), B = rollout_bs
+            entropy = masked_mean(ent_tok, mask)
             scores = raw_scores.clone()
             if p.penalize_missing_eos:
                 scores = torch.where(roll.has_eos, scores, torch.full_like(scores, p.missing_eos_penalty))
             if cfg.reward.clip > 0:
                 scores = scores.clamp(-cfg.reward.clip, cfg.reward.clip)
-            # 4. log-probs of actor and reference, values of the critic
-            mask = roll.response_mask.float()  # (B, R)
-            logits = response_logits(actor_e, roll)  # (B, R, V)
-            old_logp = logprobs_from_logits(logits, roll.response_ids, g.temperature)
-            entropy = masked_mean(entropy_from_logits(logits, g.temperature), mask)
-            del logits
-            ref_logp = logprobs_from_logits(reference_logits(roll), roll.response_ids, g.temperature)
-            old_values = token_values(critic_e, roll) * mask
             # 5. per-token rewards, 6. GAE and whitened advantages
             kl = kl_per_token(old_logp, ref_logp, p.kl_estimator) * mask  # (B, R)
             rewards, non_score = per_token_rewards(scores, kl, mask, kl_ctl.value)
@@ -248,26 +281,25 @@ def run(cfg: PPOStageConfig) -> dict:
             advantages, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
             advantages = whiten(advantages, mask)
         t_fwd = time.time() - t0
-        finite = torch.tensor(float(all(torch.isfinite(x).all() for x in (scores, old_logp, ref_logp, old_values, advantages))), device=device)
-        if world > 1:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        finite = all(bool(torch.isfinite(x).all()) for x in (scores, old_logp, ref_logp, old_values, advantages))
 
         # 7. PPO epochs over minibatches
         t0 = time.time()
         stats: dict[str, list[float]] = {}
         skipped = 0
-        if finite.item() < 1:
+        if not finite:  # the same decision on every rank: they hold the same gathered rollout
             skipped = 1
             nonfinite += 1
             E.warn0(f"iteration {it + 1}: non-finite scores, log-probs or values; update skipped ({nonfinite} in a row)")
         else:
             actor_e.train()
             critic_e.train()
-            local_mini = p.mini_batch_size // world
-            for _epoch in range(p.ppo_epochs):
-                order = torch.randperm(local_rollout).tolist()
-                for m0 in range(0, local_rollout, local_mini):
-                    for mb in [order[m0 + k : m0 + k + plan.micro_batch] for k in range(0, local_mini, plan.micro_batch)]:
+            for epoch in range(p.ppo_epochs):
+                minibatches = minibatch_indices(cfg.run.seed, it, epoch, rollout_bs, mini_bs, world, E.rank())
+                for k, share in enumerate(minibatches):
+                    step = it * steps_per_iter + epoch * minis_per_epoch + k  # global optimizer step
+                    for a, m0 in enumerate(range(0, local_mini, plan.micro_batch)):
+                        mb = share[m0 : m0 + plan.micro_batch]
                         sub = Rollout(roll.prompt_ids[mb], roll.prompt_mask[mb], roll.response_ids[mb],
                                       roll.response_mask[mb], roll.has_eos[mb])
                         mmask = mask[mb]
@@ -275,10 +307,10 @@ def run(cfg: PPOStageConfig) -> dict:
                         pg, pg_stats = policy_loss(logp, old_logp[mb], advantages[mb], mmask, p.clip_range)
                         actor_loss = pg
                         if ptx_blocks is not None:
-                            n = p.ptx_batch_size
-                            sel = [(ptx_cursor * world * n + E.rank() * n + j) % len(ptx_blocks) for j in range(n)]
-                            ptx_cursor += 1
-                            x = ptx_blocks[sel].to(device)
+                            # micro-slot q of the step over all ranks: the same ptx blocks whatever the world size
+                            n, q = p.ptx_batch_size, E.rank() * plan.grad_accum + a
+                            first = (step * world * plan.grad_accum + q) * n
+                            x = ptx_blocks[[(first + j) % len(ptx_blocks) for j in range(n)]].to(device)
                             lm = ptx_loss(actor_e(input_ids=x, use_cache=False).logits, x)
                             actor_loss = actor_loss + p.ptx_coef * lm
                             stats.setdefault("ptx_loss", []).append(lm.item())
@@ -297,8 +329,8 @@ def run(cfg: PPOStageConfig) -> dict:
                             actor_loss = actor_e(input_ids=one).logits.sum() * 0.0
                             critic_loss = critic_e(input_ids=one).logits.sum() * 0.0
                         else:
-                            for k, v in {**pg_stats, **vf_stats}.items():
-                                stats.setdefault(k, []).append(v.item())
+                            for key, v in {**pg_stats, **vf_stats}.items():
+                                stats.setdefault(key, []).append(v.item())
                             stats.setdefault("policy_loss", []).append(pg.item())
                             stats.setdefault("value_loss", []).append(vf.item())
                         actor_e.backward(actor_loss)
@@ -316,10 +348,10 @@ def run(cfg: PPOStageConfig) -> dict:
             raise RuntimeError(f"ppo: {nonfinite} non-finite scores in a row (ppo.max_nonfinite); stopping")
         t_train = time.time() - t0
 
-        # 8. KL controller, EMA, metrics
+        # 8. KL controller, EMA, metrics (rollout statistics are global already; loss statistics are averaged)
         kl_sum = masked_mean(kl.sum(1), torch.ones_like(scores)).item()  # mean over episodes of summed KL
         beta = kl_ctl.value
-        kl_ctl.update(E.all_reduce_mean({"kl": kl_sum})["kl"], p.rollout_batch_size)
+        kl_ctl.update(kl_sum, rollout_bs)
         if ema is not None:
             ema.update(E.gathered_state_dict(actor_e))
         resp_len = mask.sum(1)
@@ -335,7 +367,7 @@ def run(cfg: PPOStageConfig) -> dict:
             **{k: sum(v) / len(v) for k, v in stats.items()},
         }
         m = E.all_reduce_mean(local)
-        resp_tokens = float(resp_len.sum().item()) * world
+        resp_tokens = float(resp_len.sum().item())
         it_time = time.time() - t_it
         m.update(
             beta=beta, lr=actor_e.get_lr()[0], skipped_updates=skipped,
@@ -347,7 +379,8 @@ def run(cfg: PPOStageConfig) -> dict:
         bar.set_postfix(score=f"{m['score_mean']:.2f}", kl=f"{m['kl']:.2f}")
         bar.update(1)
         if done % p.sample_every == 0 or done == p.iterations:
-            write_samples(samples_path, done, rows, tok.batch_decode(roll.response_ids, skip_special_tokens=True),
+            write_samples(samples_path, done, [prompt_rows[i] for i in idx],
+                          tok.batch_decode(roll.response_ids, skip_special_tokens=True),
                           scores.tolist())
         if done % cfg.run.save_steps == 0 or done == p.iterations:
             E.save_checkpoint(
@@ -386,16 +419,17 @@ def heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device) -> di
     g = cfg.generation
     ids, _ = heldout
     out = {}
-    models = {"final": E.unwrap(actor_e)}
+    models = {"final": actor_e}
     if ref_e is not None:
-        models["start"] = E.unwrap(ref_e)
+        models["start"] = ref_e
     for name, model in models.items():
         rng = torch.get_rng_state()
         torch.manual_seed(cfg.run.seed + 12345)
         scores = []
         for i in range(0, len(ids), 32):
-            with E.gathered_for_generation(model):
-                r = generate(model, ids[i : i + 32], tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, True, device)
+            with E.gathered_for_generation(model, cfg.ppo.gather_for_generation) as synced:
+                r = generate(E.unwrap(model), ids[i : i + 32], tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p,
+                             g.do_sample, device, synced_gpus=synced)
             s = norm(sequence_scores(rm_e, r))
             if cfg.ppo.penalize_missing_eos:
                 s = torch.where(r.has_eos, s, torch.full_like(s, cfg.ppo.missing_eos_penalty))

@@ -41,6 +41,7 @@ def batch_indices(step: int, n: int, plan: E.BatchPlan, seed: int) -> torch.Tens
 def run(cfg: PretrainStageConfig) -> dict:
     t_start = time.time()
     E.init_distributed()
+    E.adopt_accelerate_launch(cfg.deepspeed)
     E.seed_everything(cfg.run.seed)
     out = cfg.run.output_dir
     ckpt_root = prepare_output_dir(out, cfg.run.resume)
@@ -70,8 +71,8 @@ def run(cfg: PretrainStageConfig) -> dict:
         "parameters": total,
     }
     E.print0(f"[pretrain] {total / 1e6:.2f}M parameters, vocabulary {len(tok)}, {len(train_blocks)} blocks of "
-             f"{cfg.data.block_size} tokens; {E.describe_engine(cfg.deepspeed, plan)}; {total_steps} steps")
-    ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train)
+             f"{cfg.data.block_size} tokens; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; {total_steps} steps")
+    ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train, model)
     engine = E.wrap_trainable(model, ds_cfg, cfg.train, total_steps, plan)
 
     resume_from = E.find_resume_checkpoint(cfg.run.resume, ckpt_root)

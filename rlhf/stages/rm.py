@@ -92,10 +92,10 @@ def run(cfg: RMStageConfig) -> dict:
     }
     E.print0(
         f"[rm] {len(train_enc)} train pairs from {d.train_file}, {len(test_enc)} test pairs; {total / 1e6:.2f}M "
-        f"parameters, {trainable / 1e6:.2f}M trainable; {E.describe_engine(cfg.deepspeed, plan)}; "
+        f"parameters, {trainable / 1e6:.2f}M trainable; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; "
         f"about {total_steps} steps"
     )
-    kw = trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir)
+    kw = trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir, model)
     args = RewardConfig(**kw, max_length=None, center_rewards_coefficient=None, disable_dropout=True)
     resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
     announce("rm", out, resume_from)

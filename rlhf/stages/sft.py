@@ -74,11 +74,11 @@ def run(cfg: SFTStageConfig) -> dict:
     E.print0(
         f"[sft] {len(examples)} rows from {cfg.data.train_file} ({len(train_enc)} train, {len(eval_enc)} held out); "
         f"{total / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable; "
-        f"{E.describe_engine(cfg.deepspeed, plan)}; about {total_steps} steps"
+        f"{E.describe_engine(cfg.deepspeed, plan, cfg.train)}; about {total_steps} steps"
     )
 
     args = SFTConfig(
-        **trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir),
+        **trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir, model),
         max_length=None,  # rows were validated against data.max_length above
         dataset_kwargs={"skip_prepare_dataset": True},
         packing=False,

@@ -1,0 +1,25 @@
+"""``rlhf bench zero`` starts its own 2-process jobs and prints its tables (figures only; nothing is timed here)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from . import runner as R
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+
+def test_bench_zero_prints_generation_and_memory_tables(ref_sft, ref_rm):
+    log = R.run([sys.executable, "-m", "rlhf.cli", "bench", "zero", "configs/tiny/ppo.yaml",
+                 f"model.name_or_path={ref_sft}", f"reward.model={ref_rm}", "ppo.rollout_batch_size=8",
+                 "ppo.mini_batch_size=4", "deepspeed.micro_batch_size=2", "generation.max_new_tokens=8",
+                 "data.ptx_files=[data/pretrain/passages.txt]", "--iterations", "2", "--stages", "0,3"],
+                timeout=1200)
+    assert "gathered once per rollout" in log and "gathered per layer, per token" in log
+    assert re.search(r"per-layer / once: \d+\.\d+x the time", log)
+    for stage in (0, 3):
+        rows = re.findall(rf"ZeRO-{stage}\s+(\d)\s+(\d+)\s+", log)
+        assert [r for r, _ in rows] == ["0", "1"] and all(int(mb) > 0 for _, mb in rows), log[-2000:]
