@@ -122,3 +122,41 @@ def test_zero_buckets_follow_the_hidden_size():
     z2 = deepspeed_config(DeepSpeedConfig(zero_stage=2), plan, model=model)["zero_optimization"]
     assert z2["allgather_bucket_size"] == 4096 and "stage3_prefetch_bucket_size" not in z2
     assert deepspeed_config(DeepSpeedConfig(), plan, model=model)["zero_optimization"] == {"stage": 0}
+
+
+def test_zero3_generation_gathers_once_or_falls_back_with_a_message(micro_model_config, monkeypatch, capsys):
+    """Under ZeRO-3 the actor is gathered whole for generation when it fits; when it does not, a warning gives the
+    numbers and generation runs with the parameters still partitioned (gathered layer by layer)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rlhf import engine as E
+    from rlhf.engine import core
+
+    E.init_distributed()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_model_config))
+    ids = torch.randint(0, model.config.vocab_size, (2, 5))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    engine = E.wrap_frozen(model, DeepSpeedConfig(zero_stage=3), resolve_batch(DeepSpeedConfig(), 1), E.device())
+    big = [p for p in engine.module.parameters() if p.ds_numel > 640]
+    assert big and all(p.numel() == 0 for p in big)  # partitioned outside generation
+
+    with E.gathered_for_generation(engine) as synced:
+        assert synced is False and all(p.numel() == p.ds_numel for p in big)  # one full copy for the rollout
+        with torch.no_grad():
+            torch.testing.assert_close(engine.module(input_ids=ids).logits, want)
+    assert all(p.numel() == 0 for p in big) and "gathering the actor" not in capsys.readouterr().err
+
+    need = sum(p.ds_numel * p.element_size() for p in big)
+    monkeypatch.setattr(core, "free_memory_bytes", lambda: need)  # fits only without the headroom
+    monkeypatch.setattr(core, "_fallback_warned", False)
+    with E.gathered_for_generation(engine) as synced:
+        assert synced is False  # one process: no lockstep needed
+        assert all(p.numel() == 0 for p in big)  # not gathered up front
+        with torch.no_grad():
+            torch.testing.assert_close(engine.module(input_ids=ids).logits, want)  # per-layer gathering still works
+    err = capsys.readouterr().err
+    assert f"needs {need / 2**30:.2f} GiB" in err and "gathered layer by layer" in err
+    assert "ppo.gather_for_generation=false" in err

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rlhf.config import DeepSpeedConfig, TrainConfig
-from rlhf.engine.dist import barrier, is_main, print0, rank, world_size
+from rlhf.engine.dist import barrier, is_main, print0, rank, warn0, world_size
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,51 @@ def _zero3_offload(engine):
     return getattr(opt, "parameter_offload", opt)
 
 
+# Part of the free memory kept back when deciding whether a full copy of the actor fits for generation: the
+# decoding itself needs room too (KV cache, logits).
+GATHER_HEADROOM = 0.25
+_fallback_warned = False
+
+
+def _memory_device() -> str:
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "host RAM"
+
+
+def free_memory_bytes() -> int:
+    """Free memory where gathered parameters land: the current CUDA device, else host RAM (MemAvailable)."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def full_copy_fits(params: list[torch.nn.Parameter]) -> tuple[bool, int, int]:
+    """Whether every rank has room for the full (gathered) ``params``: (fits on all ranks, bytes this rank needs,
+    the smallest free memory over ranks). One collective, so all ranks take the same decision."""
+    # parameters still partitioned (ZeRO-3 keeps small ones whole, below its persistence threshold)
+    need = sum(_full_numel(p) * p.element_size() for p in params if _full_numel(p) != p.numel())
+    free = torch.tensor([free_memory_bytes()], dtype=torch.float64)
+    if world_size() > 1 and torch.distributed.is_initialized():
+        from rlhf.engine.dist import device
+
+        free = free.to(device())
+        torch.distributed.all_reduce(free, op=torch.distributed.ReduceOp.MIN)
+    free_b = int(free.item())
+    return need <= (1 - GATHER_HEADROOM) * free_b, need, free_b
+
+
+def _full_numel(p: torch.nn.Parameter) -> int:
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
 @contextlib.contextmanager
 def gathered_for_generation(engine_or_model, enabled: bool = True):
     """Context for generating with a (possibly ZeRO-3) model; yields ``synced_gpus`` for ``model.generate``.
@@ -259,7 +304,9 @@ def gathered_for_generation(engine_or_model, enabled: bool = True):
     ZeRO-3 with ``enabled``: every parameter is all-gathered once for the whole rollout and the engine's
     partitioning hooks are taken off meanwhile (otherwise the first layer's post-forward hook re-partitions the
     gathered weights and every decoding step gathers them again, layer by layer); the hooks are put back on exit.
-    Generation is then local, so ranks may stop at different lengths: yields False.
+    Generation is then local, so ranks may stop at different lengths: yields False. When the full copy would not
+    fit in the free memory of some rank (less ``GATHER_HEADROOM``; decided together, see ``full_copy_fits``), a
+    warning says so with the numbers and generation falls back to per-layer gathering, as below.
     ZeRO-3 without ``enabled``: parameters are gathered layer by layer at every decoding step (less memory, a
     collective per layer and token), so every rank must run the same number of steps: yields True when there
     is more than one process (``generate(synced_gpus=True)``). Other stages: a no-op that yields False.
@@ -272,8 +319,19 @@ def gathered_for_generation(engine_or_model, enabled: bool = True):
         return
     import deepspeed
 
-    offload = _zero3_offload(engine_or_model)
     params = list(unwrap(engine_or_model).parameters())
+    fits, need, free = full_copy_fits(params)
+    if not fits:
+        global _fallback_warned
+        if not _fallback_warned:
+            warn0(f"ZeRO-3: gathering the actor for generation needs {need / 2**30:.2f} GiB but a rank has "
+                  f"{free / 2**30:.2f} GiB free on {_memory_device()} (with {GATHER_HEADROOM:.0%} kept in reserve); "
+                  "generating with the parameters gathered layer by layer at every token instead (slower, no full "
+                  "copy). Set ppo.gather_for_generation=false to choose this and silence the message.")
+            _fallback_warned = True
+        yield world_size() > 1
+        return
+    offload = _zero3_offload(engine_or_model)
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         for p in params:
             p.ds_active_sub_modules.clear()
