@@ -405,6 +405,10 @@ class PPOConfig:
     """print a table of sampled prompt/response/score rows every this many iterations"""
     gather_for_generation: bool = True
     """ZeRO-3: gather the actor's parameters once per rollout for generation (fast); False: layer by layer per token"""
+    gold_rubric: str = ""
+    """a rubric file (data/palms/rubric.yaml): also score every rollout response with this rule-based judge and log
+    gold_rubric_mean beside the proxy reward, so over-optimisation of the reward model shows (Gao et al. 2022);
+    empty: off"""
 
     def check(self) -> None:
         _positive(self, "iterations", "rollout_batch_size", "mini_batch_size", "ppo_epochs", "ptx_batch_size",

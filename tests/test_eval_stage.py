@@ -122,3 +122,28 @@ def test_label_writes_preferences_the_reward_stage_reads(tmp_path):
     ex, _ = load_preferences(str(out), AutoTokenizer.from_pretrained("data/tokenizer"),
                              load_categories("data/palms/categories.yaml"), 512)
     assert len(ex) == 2
+
+
+def test_proxy_against_gold_curves_are_read_plotted_and_tabled(tmp_path):
+    """PPO runs logged with ppo.gold_rubric give the over-optimisation chart; other model directories are skipped."""
+    from rlhf.config import EvalStageConfig
+    from rlhf.eval import report
+    from rlhf.stages.eval import training_curves
+
+    ppo_dir, sft_dir = tmp_path / "ppo", tmp_path / "sft"
+    ppo_dir.mkdir()
+    sft_dir.mkdir()
+    proxy, gold = [-1.0, -0.5, 0.0, 0.5, 1.0], [2.0, 2.5, 3.0, 2.8, 2.6]
+    with open(ppo_dir / "metrics.jsonl", "w") as f:
+        for i, (p, g) in enumerate(zip(proxy, gold), 1):
+            f.write(json.dumps({"step": i, "score_mean": p, "gold_rubric_mean": g, "kl": 0.1}) + "\n")
+    (sft_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 3.0}) + "\n")
+    curves = training_curves({"ppo": str(ppo_dir), "sft": str(sft_dir), "base": str(tmp_path / "none")})
+    assert curves == {"ppo": {"iteration": [1, 2, 3, 4, 5], "proxy_reward": proxy, "gold_rubric": gold}}
+
+    results = {"baseline": "sft", "candidates": {}, "rubric_scores": {}, "perplexity": {}, "training": curves}
+    files = report.plots(results, str(tmp_path))
+    assert files == {"training": "proxy_vs_gold.png"} and os.path.getsize(tmp_path / "proxy_vs_gold.png") > 1000
+    md = report.markdown(results, EvalStageConfig(), files)
+    # first iteration -> mean of the last three: proxy -1.00 -> +0.50, rubric 2.00 -> 2.80
+    assert "| ppo | 5 | -1.00 -> +0.50 | 2.00 -> 2.80 |" in md and "![proxy vs gold](proxy_vs_gold.png)" in md

@@ -86,6 +86,9 @@ def test_trained_reward_model_score_rises_on_heldout_prompts(tmp_path, micro_sft
                         "data.heldout_prompt_file=data/prompts/test.jsonl", "ppo.iterations=25",
                         "train.learning_rate=3e-4", "critic.learning_rate=1e-3", "ppo.missing_eos_penalty=-3"))
     assert s["heldout_reward_final"] > s["heldout_reward_start"], s
+    # the gold stand-in (configs/tiny/ppo.yaml: ppo.gold_rubric) is logged beside the proxy at every iteration
+    gold = [r["gold_rubric_mean"] for r in metrics(out)]
+    assert len(gold) == 25 and all(1.0 <= g <= 5.0 for g in gold) and len(set(gold)) > 1, gold
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     AutoModelForCausalLM.from_pretrained(out)

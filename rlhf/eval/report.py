@@ -92,6 +92,25 @@ def plots(results: dict, out_dir: str) -> dict[str, str]:
         fig.savefig(os.path.join(out_dir, "perplexity.png"), dpi=120)
         plt.close(fig)
         written["perplexity"] = "perplexity.png"
+    if results.get("training"):
+        # proxy (reward model) against gold stand-in (rubric) over PPO iterations: over-optimisation shows as the
+        # proxy rising while the gold score stalls or falls (Gao et al. 2022)
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
+        for name, c in results["training"].items():
+            ax1.plot(c["iteration"], c["proxy_reward"], label=name)
+            ax2.plot(c["iteration"], c["gold_rubric"], label=name)
+        ax1.set_title("Proxy: reward-model score")
+        ax1.set_ylabel("mean normalised score of the rollout")
+        ax2.set_title("Gold stand-in: rubric score")
+        ax2.set_ylabel("mean rubric score (1-5)")
+        for ax in (ax1, ax2):
+            ax.set_xlabel("PPO iteration")
+            ax.grid(alpha=0.3)
+        ax1.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "proxy_vs_gold.png"), dpi=120)
+        plt.close(fig)
+        written["training"] = "proxy_vs_gold.png"
     return written
 
 
@@ -133,5 +152,18 @@ def markdown(results: dict, cfg, plot_files: dict[str, str]) -> str:
             lines.append(f"| {m} | {r['loss']:.3f} | {r['perplexity']:.1f} |")
         if "perplexity" in plot_files:
             lines += ["", f"![perplexity]({plot_files['perplexity']})"]
+    if results.get("training"):
+        lines += ["", "## Proxy reward against the gold stand-in over PPO iterations", "",
+                  "Mean reward-model score (the proxy PPO optimises) and mean rubric score (the gold stand-in) of each "
+                  "iteration's rollout, from the PPO runs' `metrics.jsonl` (`ppo.gold_rubric`). Over-optimisation "
+                  "shows as the proxy rising while the rubric score stalls or falls.", "",
+                  "| model | iterations | proxy first -> last 3 | rubric first -> last 3 |", "|---|---|---|---|"]
+        for name, c in results["training"].items():
+            k = min(3, len(c["iteration"]))
+            p0, p1 = c["proxy_reward"][0], sum(c["proxy_reward"][-k:]) / k
+            g0, g1 = c["gold_rubric"][0], sum(c["gold_rubric"][-k:]) / k
+            lines.append(f"| {name} | {c['iteration'][-1]} | {p0:+.2f} -> {p1:+.2f} | {g0:.2f} -> {g1:.2f} |")
+        if "training" in plot_files:
+            lines += ["", f"![proxy vs gold]({plot_files['training']})"]
     lines += ["", "Samples with every judge's verdict: `samples.jsonl`."]
     return "\n".join(lines) + "\n"

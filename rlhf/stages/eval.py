@@ -209,6 +209,9 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
             results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss)}
             del model
 
+    # proxy reward against the gold stand-in over PPO iterations, from the PPO runs' own logs (ppo.gold_rubric)
+    results["training"] = training_curves(cfg.models)
+
     # 5. reports
     if E.is_main():
         write_json(os.path.join(out, "winrates.json"), results)
@@ -237,3 +240,24 @@ def write_samples(path, prompts, items, verdicts, gens, baseline) -> None:
                 "rubric_candidate": rub[c].get((it.prompt_id, k)), "rubric_baseline": rub[baseline].get((it.prompt_id, k)),
             }) + "\n")
     atomic_write_text(path, "".join(lines))
+
+
+def training_curves(models: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+    """For each model directory that is a PPO run logged with ``ppo.gold_rubric``: per iteration, the proxy reward
+    (mean normalised reward-model score of the rollout) and the gold stand-in (mean rubric score of the same
+    responses). Read from ``metrics.jsonl``; models without it are left out."""
+    curves = {}
+    for name, path in models.items():
+        log = os.path.join(path, "metrics.jsonl")
+        if not os.path.isfile(log):
+            continue
+        rows = []
+        with open(log, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                if "gold_rubric_mean" in r and "score_mean" in r:
+                    rows.append(r)
+        if rows:
+            curves[name] = {"iteration": [r["step"] for r in rows], "proxy_reward": [r["score_mean"] for r in rows],
+                            "gold_rubric": [r["gold_rubric_mean"] for r in rows]}
+    return curves

@@ -215,6 +215,11 @@ def run(cfg: PPOStageConfig) -> dict:
     log = MetricsLog(out, cfg.run.report_to, resume_step=start_it, run_name=os.path.basename(out),
                      config=dataclasses.asdict(cfg))
     samples_path = os.path.join(out, "samples.jsonl")
+    gold = None
+    if p.gold_rubric:  # rule-based "gold" judge logged beside the proxy reward (over-optimisation shows)
+        from rlhf.eval.rubric import RubricJudge
+
+        gold = RubricJudge(p.gold_rubric)
 
     def reference_logits(rollout: Rollout) -> torch.Tensor:
         if ref_e is not None:
@@ -374,14 +379,19 @@ def run(cfg: PPOStageConfig) -> dict:
             time_generation=t_gen, time_forward=t_fwd, time_train=t_train, time_iteration=it_time,
             tokens_per_s=resp_tokens / max(it_time, 1e-9), generation_tokens_per_s=resp_tokens / max(t_gen, 1e-9),
         )
+        texts = tok.batch_decode(roll.response_ids, skip_special_tokens=True)
+        if gold is not None:
+            rows_it = [prompt_rows[i] for i in idx]
+            gold_scores = [gold.score(r["prompt"], t, r.get("category"), bool(e))
+                           for r, t, e in zip(rows_it, texts, roll.has_eos.tolist())]
+            m["gold_rubric_mean"] = sum(gold_scores) / len(gold_scores)
         done = it + 1
         log.log(done, m)
-        bar.set_postfix(score=f"{m['score_mean']:.2f}", kl=f"{m['kl']:.2f}")
+        bar.set_postfix(score=f"{m['score_mean']:.2f}", kl=f"{m['kl']:.2f}",
+                        **({"gold": f"{m['gold_rubric_mean']:.2f}"} if gold is not None else {}))
         bar.update(1)
         if done % p.sample_every == 0 or done == p.iterations:
-            write_samples(samples_path, done, [prompt_rows[i] for i in idx],
-                          tok.batch_decode(roll.response_ids, skip_special_tokens=True),
-                          scores.tolist())
+            write_samples(samples_path, done, [prompt_rows[i] for i in idx], texts, scores.tolist())
         if done % cfg.run.save_steps == 0 or done == p.iterations:
             E.save_checkpoint(
                 ckpt_root, done, {"actor": actor_e, "critic": critic_e},
