@@ -32,7 +32,7 @@ from rlhf.algos.linearity import chance_level, fit_linear_map, layer_scores
 from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.layers import LinearBlock, SkipBlock, decoder_layers, residual_stream
-from rlhf.models.loading import disable_dropout, ensure_pad, is_model_dir
+from rlhf.models.loading import disable_dropout, is_model_dir
 from rlhf.outputs import atomic_write_text, write_json
 
 
@@ -87,7 +87,7 @@ def find_models(paths: list[str]) -> list[tuple[str, str]]:
 def load_model(path: str, device: str, trust_remote_code: bool = False, causal_lm: bool = False):
     """(model, tokenizer, kind) of a model directory; kind is 'causal_lm' or 'reward_model' (sequence classifier).
 
-    Weights from safetensors only; dropout off; eval mode. ``causal_lm``: refuse anything else (perplexity needs it).
+    Weights from safetensors only; dropout off; eval mode. The samples are full blocks, so no padding is needed. ``causal_lm``: refuse anything else (perplexity needs it).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -99,15 +99,14 @@ def load_model(path: str, device: str, trust_remote_code: bool = False, causal_l
     archs = getattr(conf, "architectures", None) or []
     kind = "reward_model" if any(a.endswith("ForSequenceClassification") for a in archs) else "causal_lm"
     if causal_lm and kind != "causal_lm":
-        raise AnalysisError(f"{path}: a sequence-classification model ({archs[0]}); prune measures perplexity and needs a "
-                         "causal LM")
+        raise AnalysisError(f"{path}: a sequence-classification model ({archs[0]}); prune measures perplexity "
+                            "and needs a causal LM")
     cls = AutoModelForSequenceClassification if kind == "reward_model" else AutoModelForCausalLM
     model = cls.from_pretrained(path, dtype=torch.float32, **kw)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"{path}: no tokenizer found beside the model ({e})") from None
-    ensure_pad(tok)
     disable_dropout(model)
     return model.to(device).eval(), tok, kind
 
@@ -119,7 +118,7 @@ def sample_blocks(tok, text: str, block_size: int, seed: int, counts: list[int])
     need = sum(counts)
     if need > len(blocks):
         raise AnalysisError(f"{text}: {len(blocks)} blocks of {block_size} tokens, fewer than the {need} asked for "
-                         f"({' + '.join(str(c) for c in counts)}); ask for fewer tokens or give more text")
+                            f"({' + '.join(str(c) for c in counts)}); ask for fewer tokens or give more text")
     perm = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
     out, start = [], 0
     for c in counts:
@@ -139,23 +138,24 @@ def residual_states(model, blocks: torch.Tensor, batch_size: int, device: str) -
     Runs only the backbone (``model.base_model``): the causal LM's head and the reward model's score are not needed.
     """
     backbone = model.base_model
-    chunks: list[list[torch.Tensor]] = []
+    chunks: list[list[torch.Tensor]] = []  # per state, per batch: (b * T, d)
     with residual_stream(model) as hidden:
         for i in range(0, len(blocks), batch_size):
             backbone(input_ids=blocks[i : i + batch_size].to(device), use_cache=False)
-            flat = [h.reshape(-1, h.shape[-1]).float().cpu() for h in hidden]  # (b * T, d) each
-            chunks = [[f] for f in flat] if not chunks else [c + [f] for c, f in zip(chunks, flat)]
+            chunks = chunks or [[] for _ in hidden]
+            for c, h in zip(chunks, hidden):
+                c.append(h.reshape(-1, h.shape[-1]).float().cpu())
     return [torch.cat(c) for c in chunks]
 
 
 def check_tokens(n: int, d: int, what: str) -> None:
     """A least-squares fit with n <= d + 1 tokens is exact (score 1): refuse it; warn below 10 tokens per dimension."""
     if n <= d + 1:
-        raise AnalysisError(f"{what}: {n} tokens for hidden size {d}; the fit would be exact and the score trivially 1. "
-                         f"Use many more tokens than {d} (--tokens)")
+        raise AnalysisError(f"{what}: {n} tokens for hidden size {d}; the fit would be exact and the score "
+                            f"trivially 1. Use many more tokens than {d}")
     if n < 10 * d:
         print(f"[analyze] warning: {what}: only {n} tokens for hidden size {d}; unrelated data would already score "
-              f"~{chance_level(n, d):.3f}. Use --tokens >= {10 * d} for a clear reading")
+              f"~{chance_level(n, d):.3f}. Use at least {10 * d} tokens for a clear reading")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,17 +236,16 @@ def run_linearity(args) -> dict:
         n, d = states[0].shape
         check_tokens(n, d, name)
         scores = layer_scores(states)
-        results["models"][name] = {
-            "path": path, "kind": kind, "hidden_size": d, "blocks": len(states) - 1, "tokens": n, **scores,
+        r = results["models"][name] = {
+            "path": path, "kind": kind, "hidden_size": d, "blocks": len(states) - 1, "tokens": n,
+            "chance_level": chance_level(n, d), **scores,
             "mean_linearity": sum(scores["linearity"]) / len(scores["linearity"]),
             "mean_residual": sum(scores["residual"]) / len(scores["residual"]),
         }
-        results["models"][name]["chance_level"] = chance_level(n, d)
-        results["chance_level"] = max(results.get("chance_level", 0.0), chance_level(n, d))
-        print(f"[analyze] {name} ({kind}, {len(states) - 1} blocks, d={d}, {n} tokens): mean LS "
-              f"{results['models'][name]['mean_linearity']:.4f}, without residual "
-              f"{results['models'][name]['mean_residual']:.4f} ({time.time() - t:.1f}s)")
+        print(f"[analyze] {name} ({kind}, {r['blocks']} blocks, d={d}, {n} tokens): mean LS {r['mean_linearity']:.4f}, "
+              f"without residual {r['mean_residual']:.4f} ({time.time() - t:.1f}s)")
         del model, states
+    results["chance_level"] = max(r["chance_level"] for r in results["models"].values())
     results["wall_time_s"] = round(time.time() - t0, 1)
     report = linearity_report(results)
     atomic_write_text(os.path.join(args.out, "linearity.md"), report)
@@ -312,10 +311,10 @@ def prune_report(r: dict) -> str:
 
 def run_prune(args) -> dict:
     t0 = time.time()
-    path = args.model
-    if not is_model_dir(path):
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    name = os.path.basename(os.path.normpath(path))
+    models = find_models([args.model])
+    if len(models) != 1:
+        raise AnalysisError(f"{args.model}: a run directory; prune takes one model directory, e.g. {models[0][1]}")
+    ((name, path),) = models
     os.makedirs(args.out, exist_ok=True)
     print(f"[analyze] prune {name}: K = {', '.join(map(str, args.replace))}; writing to {os.path.abspath(args.out)}")
     model, tok, _ = load_model(path, args.device, args.trust_remote_code, causal_lm=True)
