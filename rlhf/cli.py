@@ -134,6 +134,46 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--trust-remote-code", action="store_true", help="allow the source's own code (off by default)")
     mi.set_defaults(func=lambda a: importlib.import_module("rlhf.models.importer").main(a))
 
+    an = sub.add_parser("analyze", help="analyses of trained models (layer linearity, layer replacement)")
+    an_sub = an.add_subparsers(dest="analysis", required=True)
+    lin = an_sub.add_parser(
+        "linearity", help="linearity score of every pair of consecutive layers, per model (Razzhigaev et al. 2024)",
+        description="For each model, the linearity score LS = 1 - min_A ||X~ A - Y~||_F^2 of every pair of consecutive "
+                    "residual-stream states (X~, Y~ centred, unit Frobenius norm; A by least squares in float64) on a "
+                    "fixed seeded sample of held-out text, with the residual stream and without it (Y - X against X). "
+                    "A run directory's model sub-directories (base, sft, sft_control, rm, ppo, ppo_ptx) are compared "
+                    "side by side; reward models are read through their backbone. Writes linearity.json, linearity.md "
+                    "and linearity.png to --out.")
+    lin.add_argument("models", nargs="+", metavar="MODEL_OR_RUN_DIR",
+                     help="model directories and/or run directories (each sub-directory holding a model is analysed)")
+    pr = an_sub.add_parser(
+        "prune", help="replace the K most linear blocks by fitted linear maps vs removing them: held-out perplexity",
+        description="Ranks the decoder blocks by linearity score on a fitting sample of held-out text, fits each "
+                    "block's output as an affine map of its input (least squares, float64) and reports perplexity on "
+                    "a disjoint evaluation sample for: the original model, the K most linear blocks removed, and "
+                    "those blocks replaced by their linear maps. Writes prune.json and prune.md to --out.")
+    pr.add_argument("model", help="a causal LM directory")
+    pr.add_argument("--replace", type=int, nargs="+", required=True, metavar="K",
+                    help="number(s) of most linear blocks to remove / replace, e.g. --replace 1 2")
+    pr.add_argument("--rank-by", choices=["linearity", "residual"], default="linearity",
+                    help="score that ranks the blocks: with the residual stream (default) or the block's own output")
+    pr.add_argument("--fit-tokens", type=int, default=8192, help="tokens of the sample the linear maps are fitted on")
+    pr.add_argument("--eval-tokens", type=int, default=8192, help="tokens of the disjoint perplexity sample")
+    pr.add_argument("--per-block", action="store_true", help="also remove / replace each block alone")
+    for sp, tokens in ((lin, True), (pr, False)):
+        sp.add_argument("--text", default="data/pretrain/heldout.txt",
+                        help="held-out text (.txt, {text} JSONL or a datasets name); default data/pretrain/heldout.txt")
+        if tokens:
+            sp.add_argument("--tokens", type=int, default=16384,
+                            help="tokens in the sample (whole blocks; use many more than the hidden size)")
+        sp.add_argument("--block-size", type=int, default=128, help="tokens per block (sequence) of the sample")
+        sp.add_argument("--seed", type=int, default=0, help="seed of the block sample")
+        sp.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass")
+        sp.add_argument("--device", default="auto", help="torch device; 'auto': cuda if available, else cpu")
+        sp.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code (off by default)")
+        sp.add_argument("--out", default="runs/analysis", help="output directory (default runs/analysis)")
+        sp.set_defaults(func=lambda a: importlib.import_module("rlhf.analyze").main(a))
+
     cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
     cs.add_argument("stage", choices=list(STAGES))
     cs.set_defaults(func=_config_show)
@@ -157,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
+        from rlhf.analyze import AnalysisError
         from rlhf.data.formats import DataError
 
-        if isinstance(e, DataError):
+        if isinstance(e, (DataError, AnalysisError)):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

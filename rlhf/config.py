@@ -200,13 +200,27 @@ class PretrainDataConfig:
 
 
 @dataclass
+class PretrainTrainConfig(TrainConfig):
+    """The optimisation settings every stage shares, and pretraining's own regulariser."""
+
+    linearity_coef: float = 0.0
+    """lambda of the cosine regulariser lambda * sum_i (1 - cos(h_i, h_{i-1})) over consecutive layers, added to
+    the LM loss (Razzhigaev et al. 2024 used 0.5; it lowered layer linearity); 0 = off"""
+
+    def check(self) -> None:
+        super().check()
+        if self.linearity_coef < 0:
+            raise ValueError("linearity_coef: must be >= 0")
+
+
+@dataclass
 class PretrainStageConfig:
     """``rlhf pretrain``: causal-LM training from scratch (builds the tiny default's base model)."""
 
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
 
 
@@ -391,6 +405,9 @@ class PPOConfig:
     """gamma of InstructGPT eq. 2: weight of the pretraining LM loss; 0 = plain PPO (InstructGPT used 27.8)"""
     ptx_batch_size: int = 4
     """pretraining sequences per micro-batch for the ptx term"""
+    ptx_linearity_coef: float = 0.0
+    """lambda of the cosine regulariser inside the ptx term: ptx_coef * (LM loss + lambda * sum_i (1 - cos(h_i,
+    h_{i-1}))), as train.linearity_coef in pretraining (Razzhigaev et al. 2024: 0.5); needs ptx_coef > 0; 0 = off"""
     missing_eos_penalty: float = -1.0
     """score given to a response that did not end with EOS (N+ 'EOS trick': -1)"""
     penalize_missing_eos: bool = True
@@ -415,6 +432,10 @@ class PPOConfig:
                   "clip_range", "max_nonfinite", "sample_every", "kl_target", "kl_horizon")
         if self.kl_coef < 0 or self.ptx_coef < 0 or self.vf_coef < 0:
             raise ValueError("kl_coef: kl_coef, ptx_coef and vf_coef must be >= 0")
+        if self.ptx_linearity_coef < 0:
+            raise ValueError("ptx_linearity_coef: must be >= 0")
+        if self.ptx_linearity_coef > 0 and self.ptx_coef == 0:
+            raise ValueError("ptx_linearity_coef: the regulariser is part of the ptx term; set ppo.ptx_coef > 0 too")
         if self.rollout_batch_size % self.mini_batch_size:
             raise ValueError("mini_batch_size: must divide rollout_batch_size")
         if not 0 <= self.ema_decay < 1:
@@ -596,13 +617,17 @@ def _positive(obj: Any, *names: str) -> None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The one-line docs of a dataclass's fields: the string literal right under each field."""
+    """The one-line docs of a dataclass's fields: the string literal right under each field (inherited ones too)."""
+    docs: dict[str, str] = {}
+    for base in cls.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            docs.update(field_docs(base))
+            break
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
-        return {}
+        return docs
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
     for prev, node in zip(body, body[1:]):
         if (
             isinstance(prev, ast.AnnAssign)

@@ -23,7 +23,9 @@ Per iteration (numbers refer to the implementation details in README, "PPO-ptx")
     slice of it; with greedy generation a 2-process run reproduces a 1-process one); per micro-batch one backward of
     policy_loss + ptx_coef * ptx_loss (actor) and vf_coef * value_loss (critic): the two models share no
     parameters, so this equals one backward of their sum; one optimizer step per model per minibatch
-    (InstructGPT accumulates the PPO and ptx gradients; DeepSpeed-Chat takes two steps);
+    (InstructGPT accumulates the PPO and ptx gradients; DeepSpeed-Chat takes two steps); with
+    ``ppo.ptx_linearity_coef`` the ptx term is ptx_coef * (LM loss + lambda * sum_i (1 - cos(h_i, h_{i-1}))), the
+    cosine regulariser of Razzhigaev et al. 2024 on the ptx batch's forward pass (logged as ptx_linearity_reg);
  8. update the KL controller; optional EMA of the actor; metrics, samples, checkpoint.
 """
 
@@ -41,12 +43,14 @@ from tqdm.auto import tqdm
 from rlhf import engine as E
 from rlhf.algos.advantages import gae, kl_per_token, masked_mean, per_token_rewards, whiten
 from rlhf.algos.kl_control import AdaptiveKLController, FixedKLController
+from rlhf.algos.linearity import cosine_regularizer
 from rlhf.algos.losses import policy_loss, ptx_loss, value_loss
 from rlhf.config import PPOStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.data.sft import load_prompts
 from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss
+from rlhf.models.layers import residual_stream
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
 from rlhf.models.policy import (
     Rollout,
@@ -193,11 +197,12 @@ def run(cfg: PPOStageConfig) -> dict:
         "critic_learning_rate": cfg.critic.learning_rate * plan.lr_scale,
         "episodes": p.iterations * rollout_bs,
     }
+    ptx_desc = f"ptx_coef {p.ptx_coef}" + (f" (cosine regulariser {p.ptx_linearity_coef})" if p.ptx_linearity_coef else "")
     E.print0(
         f"[ppo] {len(prompt_ids)} prompts; {p.iterations} iterations x {rollout_bs} episodes, "
         f"{p.ppo_epochs} epoch(s) of minibatches of {mini_bs}; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; "
         f"critic learning rate {cfg.critic.learning_rate * plan.lr_scale:.3g}; "
-        f"ptx_coef {p.ptx_coef}, beta {p.kl_coef}{' (adaptive)' if p.adaptive_kl else ''}; "
+        f"{ptx_desc}, beta {p.kl_coef}{' (adaptive)' if p.adaptive_kl else ''}; "
         f"reward: {cfg.reward.model or cfg.reward.function}"
     )
 
@@ -316,8 +321,16 @@ def run(cfg: PPOStageConfig) -> dict:
                             n, q = p.ptx_batch_size, E.rank() * plan.grad_accum + a
                             first = (step * world * plan.grad_accum + q) * n
                             x = ptx_blocks[[(first + j) % len(ptx_blocks) for j in range(n)]].to(device)
-                            lm = ptx_loss(actor_e(input_ids=x, use_cache=False).logits, x)
-                            actor_loss = actor_loss + p.ptx_coef * lm
+                            if p.ptx_linearity_coef > 0:
+                                # h_0 .. h_L of the same forward pass, (n, T, d) each
+                                with residual_stream(E.unwrap(actor_e)) as hidden:
+                                    lm = ptx_loss(actor_e(input_ids=x, use_cache=False).logits, x)
+                                reg, _ = cosine_regularizer(hidden)
+                                actor_loss = actor_loss + p.ptx_coef * (lm + p.ptx_linearity_coef * reg)
+                                stats.setdefault("ptx_linearity_reg", []).append(reg.item())
+                            else:
+                                lm = ptx_loss(actor_e(input_ids=x, use_cache=False).logits, x)
+                                actor_loss = actor_loss + p.ptx_coef * lm
                             stats.setdefault("ptx_loss", []).append(lm.item())
                         vpred = token_values(critic_e, sub)
                         vf, vf_stats = value_loss(vpred, old_values[mb], returns[mb], mmask, p.clip_range_value)

@@ -6,8 +6,11 @@ setup -> train -> save, on the shared DeepSpeed engine:
 2. Each epoch visits the blocks in a seeded permutation; optimizer step ``s`` takes the global batch
    ``perm[s*G:(s+1)*G]``, and rank ``r`` its slice of it, in ``grad_accum`` micro-batches. The data position
    is a pure function of the step, so a resumed run sees exactly the batches an uninterrupted one would.
-3. Checkpoints every ``run.save_steps`` (engine, optimizer, scheduler, RNG); ``resume: auto`` continues.
-4. Saves a plain HF model + tokenizer, ``metrics.jsonl`` and ``summary.json`` (held-out loss/perplexity).
+3. With ``train.linearity_coef`` > 0, the loss adds lambda * sum_i (1 - cos(h_i, h_{i-1})) over consecutive layers
+   of the same forward pass (Razzhigaev et al. 2024; ``rlhf.algos.linearity.cosine_regularizer``), logged as
+   ``linearity_reg`` beside the LM ``loss``; at 0 the step is exactly the plain LM step.
+4. Checkpoints every ``run.save_steps`` (engine, optimizer, scheduler, RNG); ``resume: auto`` continues.
+5. Saves a plain HF model + tokenizer, ``metrics.jsonl`` and ``summary.json`` (held-out loss/perplexity).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf import engine as E
+from rlhf.algos.linearity import cosine_regularizer
 from rlhf.config import PretrainStageConfig
 from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss, perplexity
+from rlhf.models.layers import residual_stream
 from rlhf.models.loading import count_params, load_causal_lm, load_tokenizer
 from rlhf.outputs import MetricsLog, announce, prepare_output_dir, save_config, write_json
 
@@ -71,7 +76,8 @@ def run(cfg: PretrainStageConfig) -> dict:
         "parameters": total,
     }
     E.print0(f"[pretrain] {total / 1e6:.2f}M parameters, vocabulary {len(tok)}, {len(train_blocks)} blocks of "
-             f"{cfg.data.block_size} tokens; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; {total_steps} steps")
+             f"{cfg.data.block_size} tokens; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; {total_steps} steps"
+             + (f"; cosine linearity regulariser, lambda {cfg.train.linearity_coef}" if cfg.train.linearity_coef else ""))
     ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train, model)
     engine = E.wrap_trainable(model, ds_cfg, cfg.train, total_steps, plan)
 
@@ -87,13 +93,21 @@ def run(cfg: PretrainStageConfig) -> dict:
     engine.train()
     bar = tqdm(total=total_steps, initial=start, desc="pretrain", disable=not (E.is_main() and cfg.run.progress))
     t_last, tokens = time.time(), 0
-    loss_sum, loss_n = 0.0, 0
+    loss_sum, reg_sum, loss_n = 0.0, 0.0, 0
+    lin_coef = cfg.train.linearity_coef
     for step in range(start, total_steps):
         idx = batch_indices(step, len(train_blocks), plan, cfg.run.seed)
         for micro in idx.split(plan.micro_batch):
             x = train_blocks[micro].to(device)  # (b, T)
-            loss = engine(input_ids=x, labels=x).loss
-            engine.backward(loss)
+            if lin_coef > 0:
+                with residual_stream(E.unwrap(engine)) as hidden:  # h_0 .. h_L of this forward pass, (b, T, d) each
+                    loss = engine(input_ids=x, labels=x).loss
+                reg, _ = cosine_regularizer(hidden)
+                engine.backward(loss + lin_coef * reg)
+                reg_sum += reg.item()
+            else:
+                loss = engine(input_ids=x, labels=x).loss
+                engine.backward(loss)
             engine.step()
             loss_sum += loss.item()
             loss_n += 1
@@ -101,14 +115,17 @@ def run(cfg: PretrainStageConfig) -> dict:
         done = step + 1
         if done % cfg.run.logging_steps == 0 or done == total_steps:
             now = time.time()
-            m = E.all_reduce_mean({"loss": loss_sum / loss_n})
+            local = {"loss": loss_sum / loss_n}
+            if lin_coef > 0:
+                local["linearity_reg"] = reg_sum / loss_n  # sum_i (1 - cos(h_i, h_{i-1})), before lambda
+            m = E.all_reduce_mean(local)
             m.update(lr=engine.get_lr()[0], tokens_per_s=tokens * plan.world_size / max(now - t_last, 1e-9))
             if cfg.train.eval_steps and done % cfg.train.eval_steps == 0 and eval_blocks is not None:
                 m["eval_loss"] = lm_loss(engine, eval_blocks, plan.micro_batch, device)
                 engine.train()
             log.log(done, m)
             bar.set_postfix(loss=f"{m['loss']:.3f}")
-            t_last, tokens, loss_sum, loss_n = now, 0, 0.0, 0
+            t_last, tokens, loss_sum, reg_sum, loss_n = now, 0, 0.0, 0.0, 0
         bar.update(1)
         if done % cfg.run.save_steps == 0 or done == total_steps:
             E.save_checkpoint(ckpt_root, done, {"model": engine}, {"stage": "pretrain"}, cfg.run.save_total_limit)
