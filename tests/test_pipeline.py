@@ -69,19 +69,28 @@ def test_pipeline_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path,
 
 @pytest.mark.slow
 def test_short_tiny_pipeline_shows_each_effect(tmp_path):
-    """The shortened pipeline (configs/tiny/pipeline_short.yaml): directions of the effects README reports."""
+    """The shortened pipeline (configs/tiny/pipeline_short.yaml, about 6.5 minutes alone on 2 cores; `-m slow`).
+
+    It asserts the effects the tiny default shows (README, "The whole pipeline"): the reward model prefers
+    values-SFT to base and PPO to SFT, ptx keeps held-out perplexity below plain PPO's, and the report carries the
+    proxy-vs-gold chart. The gold-judge (rubric) directions are not asserted: on the tiny default they are within
+    the noise (README says so), so a test of them would be a coin toss, not a check.
+    """
     cfg = load_config(PipelineConfig, os.path.join(ROOT, "configs/tiny/pipeline_short.yaml"),
                       [f"run_dir={tmp_path / 'run'}"])
-    pipeline.run(cfg)
+    summary = pipeline.run(cfg)
+    assert set(summary["stages"]) == {"base", "sft", "sft_control", "rm", "ppo_ptx", "ppo", "eval"}
     res = json.load(open(tmp_path / "run" / "eval" / "winrates.json"))
     c = res["candidates"]
-    # values-targeted SFT beats the base model on the rubric (the base's win rate against SFT is below half)
-    assert c["base"]["rubric"]["overall"]["win_rate"] < 0.5
-    # PPO-ptx beats SFT on the reward model it optimised
-    assert c["ppo_ptx"]["reward_model"]["overall"]["win_rate"] > 0.5
-    # ptx limits the capability regression: PPO-ptx's held-out perplexity is below plain PPO's
-    ppl = res["perplexity"]
-    assert ppl["ppo_ptx"]["perplexity"] < ppl["ppo"]["perplexity"]
-    # the proxy reward rose over PPO iterations
-    rows = [json.loads(x) for x in open(tmp_path / "run" / "ppo_ptx" / "metrics.jsonl")]
-    assert sum(r["reward_mean"] for r in rows[-3:]) > sum(r["reward_mean"] for r in rows[:3])
+    # the proxy: values-SFT beats base with the interval below 1/2, plain PPO beats SFT with it above
+    assert c["base"]["reward_model"]["overall"]["ci_high"] < 0.5, c["base"]["reward_model"]["overall"]
+    assert c["ppo"]["reward_model"]["overall"]["ci_low"] > 0.5, c["ppo"]["reward_model"]["overall"]
+    assert c["ppo_ptx"]["reward_model"]["overall"]["win_rate"] > 0.5, c["ppo_ptx"]["reward_model"]["overall"]
+    # ptx limits the capability regression of PPO
+    ppl = {m: r["perplexity"] for m, r in res["perplexity"].items()}
+    assert ppl["ppo_ptx"] < ppl["ppo"], ppl
+    # the gold stand-in was logged beside the proxy at every iteration, and the report shows both
+    curve = res["training"]["ppo_ptx"]
+    assert len(curve["gold_rubric"]) == len(curve["proxy_reward"]) == len(curve["iteration"]) == 12
+    for png in ("winrates.png", "proxy_vs_gold.png", "perplexity.png"):
+        assert os.path.getsize(tmp_path / "run" / "eval" / png) > 1000, png
