@@ -255,9 +255,13 @@ class RMDataConfig:
     """what to do with a pair over max_length"""
     normalize_reference_file: str = ""
     """pairs whose chosen responses set the reward normalisation (mean 0, std 1); '' = train_file"""
+    max_train_pairs: int = 0
+    """train (and measure train accuracy) on the first N pairs of train_file only; 0 = all (a CPU time budget)"""
 
     def check(self) -> None:
         _positive(self, "max_length")
+        if self.max_train_pairs < 0:
+            raise ValueError("max_train_pairs: must be >= 0 (0 = all pairs)")
 
 
 @dataclass
@@ -443,9 +447,13 @@ class EvalDataConfig:
     """held-out pretraining text for the capability check (perplexity per model); '' = skip"""
     block_size: int = 128
     """tokens per perplexity block"""
+    max_prompts: int = 0
+    """evaluate on the first N prompts of prompt_file only; 0 = all (for quick smoke runs)"""
 
     def check(self) -> None:
         _positive(self, "block_size")
+        if self.max_prompts < 0:
+            raise ValueError("max_prompts: must be >= 0 (0 = all prompts)")
 
 
 @dataclass

@@ -122,3 +122,12 @@ def test_label_writes_preferences_the_reward_stage_reads(tmp_path):
     ex, _ = load_preferences(str(out), AutoTokenizer.from_pretrained("data/tokenizer"),
                              load_categories("data/palms/categories.yaml"), 512)
     assert len(ex) == 2
+
+
+def test_max_prompts_evaluates_the_first_prompts_only(tmp_path, micro_sft):
+    out = str(tmp_path / "eval")
+    res = ev.run(eval_cfg(out, {"sft": micro_sft, "again": micro_sft}, "data.max_prompts=3", "eval.judges=[rubric]",
+                          "data.ptx_eval_file=", "eval.samples_per_prompt=1", "generation.max_new_tokens=4"))
+    assert res["candidates"]["again"]["rubric"]["overall"]["n"] == 3
+    first = [json.loads(x)["prompt"] for x in open(os.path.join(ROOT, "data/palms/eval_prompts.jsonl"))][:3]
+    assert [json.loads(x)["prompt"] for x in open(os.path.join(out, "samples.jsonl"))] == first

@@ -140,6 +140,8 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
     # prompts are validated with the baseline's tokenizer (same checks as PPO)
     base_tok = AutoTokenizer.from_pretrained(cfg.models[cfg.eval.baseline])
     _, prompts = load_prompts(cfg.data.prompt_file, base_tok, categories, 10**6)
+    if cfg.data.max_prompts:
+        prompts = prompts[: cfg.data.max_prompts]
     E.print0(f"[eval] {len(prompts)} prompts from {cfg.data.prompt_file}; models: {', '.join(cfg.models)}; "
              f"baseline {cfg.eval.baseline}; judges: {', '.join(cfg.eval.judges)}; writing to {os.path.abspath(out)}")
     save_config(out, cfg)
