@@ -470,6 +470,9 @@ class EvalConfig:
     """dtype the evaluated models are loaded in"""
     batch_size: int = 16
     """prompts per generation / scoring batch"""
+    generations_dir: str = ""
+    """where generations are cached ('' = OUT/generations); evals of the same models can share one (entries are
+    keyed by model weights, prompts and generation settings, so a mismatch regenerates)"""
 
     def check(self) -> None:
         bad = [j for j in self.judges if j not in ("rubric", "reward_model", "llm", "human")]

@@ -131,3 +131,18 @@ def test_max_prompts_evaluates_the_first_prompts_only(tmp_path, micro_sft):
     assert res["candidates"]["again"]["rubric"]["overall"]["n"] == 3
     first = [json.loads(x)["prompt"] for x in open(os.path.join(ROOT, "data/palms/eval_prompts.jsonl"))][:3]
     assert [json.loads(x)["prompt"] for x in open(os.path.join(out, "samples.jsonl"))] == first
+
+
+def test_two_evals_share_one_generation_cache(tmp_path, micro_base, micro_sft):
+    """An eval against another baseline reuses the first eval's generations (eval.generations_dir)."""
+    first, second = str(tmp_path / "vs_sft"), str(tmp_path / "vs_base")
+    common = ("data.max_prompts=4", "eval.judges=[rubric]", "data.ptx_eval_file=", "eval.samples_per_prompt=1",
+              "generation.max_new_tokens=6")
+    models = {"base": micro_base, "sft": micro_sft}
+    ev.run(eval_cfg(first, models, *common))
+    cache = os.path.join(first, "generations")
+    stamps = {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)}
+    res = ev.run(eval_cfg(second, models, *common, "eval.baseline=base", f"eval.generations_dir={cache}"))
+    assert {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)} == stamps
+    assert not os.path.exists(os.path.join(second, "generations"))
+    assert res["baseline"] == "base" and res["candidates"]["sft"]["rubric"]["overall"]["n"] == 4

@@ -4,7 +4,8 @@ generate -> judge -> statistics -> capability -> report:
 
 1. Every model answers the held-out prompts (``eval.samples_per_prompt`` seeded samples each). Generations are
    cached in ``OUT/generations/NAME.jsonl`` with a fingerprint of the model, prompts and settings, so adding a
-   judge or a candidate does not regenerate the others.
+   judge or a candidate does not regenerate the others; ``eval.generations_dir`` lets two evals of the same models
+   (say, one against the SFT model and one against the base model) share one cache.
 2. Each candidate's sample k of prompt i is paired with the baseline's sample k of prompt i, and every judge gives
    a verdict (win / tie / loss, candidate's view): ``rubric`` (the offline stand-in for human raters),
    ``reward_model`` (normalised scores), ``llm`` (a local LM in both orders), ``human`` (an annotation sheet is
@@ -67,7 +68,7 @@ def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict],
     g = cfg.generation
     key = fingerprint(model_stamp(path), path, [p["prompt"] for p in prompts], g.__dict__,
                       cfg.eval.samples_per_prompt, cfg.run.seed)
-    cache = os.path.join(cfg.run.output_dir, "generations", f"{name}.jsonl")
+    cache = os.path.join(cfg.eval.generations_dir or os.path.join(cfg.run.output_dir, "generations"), f"{name}.jsonl")
     if os.path.exists(cache):
         with open(cache, encoding="utf-8") as f:
             rows = [json.loads(x) for x in f]
