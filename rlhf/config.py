@@ -447,13 +447,15 @@ class EvalDataConfig:
     """held-out pretraining text for the capability check (perplexity per model); '' = skip"""
     block_size: int = 128
     """tokens per perplexity block"""
+    max_blocks: int = 0
+    """perplexity on the first N blocks of ptx_eval_file only (the same blocks for every model); 0 = all"""
     max_prompts: int = 0
     """evaluate on the first N prompts of prompt_file only; 0 = all (for quick smoke runs)"""
 
     def check(self) -> None:
         _positive(self, "block_size")
-        if self.max_prompts < 0:
-            raise ValueError("max_prompts: must be >= 0 (0 = all prompts)")
+        if self.max_prompts < 0 or self.max_blocks < 0:
+            raise ValueError("max_prompts: max_prompts and max_blocks must be >= 0 (0 = all)")
 
 
 @dataclass

@@ -41,6 +41,22 @@ def test_reward_model_judge_tie_band_and_missing_eos():
     assert RewardModelJudge(FakeScorer(), tie_band=1.0).compare(its) == ["tie", "tie", "tie"]
 
 
+def test_reward_model_judge_scores_each_response_once():
+    """The baseline's responses recur for every candidate: the judge scores them once."""
+    seen = []
+
+    class CountingScorer:
+        def __call__(self, prompts, responses):
+            seen.extend(responses)
+            return [float(len(r)) for r in responses]
+
+    judge = RewardModelJudge(CountingScorer())
+    first = [PairItem("q1", None, "cand a", "base", True, True, 0), PairItem("q2", None, "cand b", "base", True, True, 1)]
+    second = [PairItem("q1", None, "other", "base", True, True, 0), PairItem("q2", None, "cand b", "base", True, True, 1)]
+    assert judge.compare(first) == ["win", "win"] and judge.compare(second) == ["win", "win"]
+    assert sorted(seen) == sorted(["cand a", "cand b", "base", "base", "other"])  # "base" once per prompt
+
+
 def eval_cfg(out, models, *extra):
     return load_config(EvalStageConfig, os.path.join(ROOT, "configs/tiny/eval.yaml"), [
         f"run.output_dir={out}", "run.progress=false", "generation.max_new_tokens=16", "eval.samples_per_prompt=2",
@@ -124,11 +140,12 @@ def test_label_writes_preferences_the_reward_stage_reads(tmp_path):
     assert len(ex) == 2
 
 
-def test_max_prompts_evaluates_the_first_prompts_only(tmp_path, micro_sft):
+def test_max_prompts_and_max_blocks_evaluate_the_first_prompts_and_blocks_only(tmp_path, micro_sft):
     out = str(tmp_path / "eval")
     res = ev.run(eval_cfg(out, {"sft": micro_sft, "again": micro_sft}, "data.max_prompts=3", "eval.judges=[rubric]",
-                          "data.ptx_eval_file=", "eval.samples_per_prompt=1", "generation.max_new_tokens=4"))
+                          "data.max_blocks=2", "eval.samples_per_prompt=1", "generation.max_new_tokens=4"))
     assert res["candidates"]["again"]["rubric"]["overall"]["n"] == 3
+    assert res["perplexity"]["sft"]["blocks"] == 2 and res["perplexity"]["sft"] == res["perplexity"]["again"]
     first = [json.loads(x)["prompt"] for x in open(os.path.join(ROOT, "data/palms/eval_prompts.jsonl"))][:3]
     assert [json.loads(x)["prompt"] for x in open(os.path.join(out, "samples.jsonl"))] == first
 

@@ -208,8 +208,10 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
         for name, path in cfg.models.items():
             model, tok = load_policy(path, cfg.eval.dtype, device)
             blocks = tokenize_blocks(tok, cfg.data.ptx_eval_file, cfg.data.block_size)
+            if cfg.data.max_blocks:
+                blocks = blocks[: cfg.data.max_blocks]
             loss = lm_loss(model, blocks, cfg.eval.batch_size, device)
-            results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss)}
+            results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss), "blocks": len(blocks)}
             del model
 
     # 5. reports
