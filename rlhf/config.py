@@ -117,6 +117,9 @@ class TrainConfig:
     """stop after this many optimizer steps; 0 = use epochs"""
     eval_steps: int = 0
     """evaluate on the held-out slice every this many steps; 0 = only at the end"""
+    gradient_checkpointing: bool = True
+    """SFT and RM: recompute activations in the backward pass (TRL's default: less memory, about a third more
+    compute; turn off when memory allows, e.g. a small model on CPU)"""
 
     def check(self) -> None:
         _positive(self, "learning_rate", "adam_eps")

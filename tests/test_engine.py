@@ -122,3 +122,16 @@ def test_zero_buckets_follow_the_hidden_size():
     z2 = deepspeed_config(DeepSpeedConfig(zero_stage=2), plan, model=model)["zero_optimization"]
     assert z2["allgather_bucket_size"] == 4096 and "stage3_prefetch_bucket_size" not in z2
     assert deepspeed_config(DeepSpeedConfig(), plan, model=model)["zero_optimization"] == {"stage": 0}
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_gradient_checkpointing_reaches_the_trl_trainers(tmp_path, on):
+    """train.gradient_checkpointing decides TRL's setting (TRL turns it on by default)."""
+    from trl import RewardConfig, SFTConfig
+
+    from rlhf.config import RunConfig
+    from rlhf.engine.hf import trainer_kwargs
+
+    ds = DeepSpeedConfig()
+    kw = trainer_kwargs(RunConfig(), TrainConfig(gradient_checkpointing=on), ds, resolve_batch(ds, 1), str(tmp_path))
+    assert SFTConfig(**kw).gradient_checkpointing is on and RewardConfig(**kw).gradient_checkpointing is on
