@@ -32,8 +32,9 @@ python3 -c "import gguf" 2>/dev/null || python3 -m pip install --quiet "gguf>=0.
 if [ "${FETCH_ONLY:-0}" = "1" ]; then
   exit 0
 fi
-if [ -f "$OUT/model.safetensors" ]; then
+# an import by an older version kept the GGUF quantization marker in config.json, which refuses training: redo it
+if [ -f "$OUT/model.safetensors" ] && ! grep -q quantization_config "$OUT/config.json"; then
   echo "[fetch_smollm2] $OUT already imported"
 else
-  rlhf model import "$GGUF" "$OUT"
+  python3 -m rlhf.cli model import "$GGUF" "$OUT"   # this checkout's rlhf (python -m puts the cwd first)
 fi

@@ -117,6 +117,9 @@ class TrainConfig:
     """stop after this many optimizer steps; 0 = use epochs"""
     eval_steps: int = 0
     """evaluate on the held-out slice every this many steps; 0 = only at the end"""
+    gradient_checkpointing: bool = True
+    """SFT and RM: recompute activations in the backward pass (TRL's default: less memory, about a third more
+    compute; turn off when memory allows, e.g. a small model on CPU)"""
 
     def check(self) -> None:
         _positive(self, "learning_rate", "adam_eps")
@@ -269,9 +272,13 @@ class RMDataConfig:
     """what to do with a pair over max_length"""
     normalize_reference_file: str = ""
     """pairs whose chosen responses set the reward normalisation (mean 0, std 1); '' = train_file"""
+    max_train_pairs: int = 0
+    """train (and measure train accuracy) on the first N pairs of train_file only; 0 = all (a CPU time budget)"""
 
     def check(self) -> None:
         _positive(self, "max_length")
+        if self.max_train_pairs < 0:
+            raise ValueError("max_train_pairs: must be >= 0 (0 = all pairs)")
 
 
 @dataclass
@@ -468,9 +475,15 @@ class EvalDataConfig:
     """held-out pretraining text for the capability check (perplexity per model); '' = skip"""
     block_size: int = 128
     """tokens per perplexity block"""
+    max_blocks: int = 0
+    """perplexity on the first N blocks of ptx_eval_file only (the same blocks for every model); 0 = all"""
+    max_prompts: int = 0
+    """evaluate on the first N prompts of prompt_file only; 0 = all (for quick smoke runs)"""
 
     def check(self) -> None:
         _positive(self, "block_size")
+        if self.max_prompts < 0 or self.max_blocks < 0:
+            raise ValueError("max_prompts: max_prompts and max_blocks must be >= 0 (0 = all)")
 
 
 @dataclass
@@ -487,6 +500,9 @@ class EvalConfig:
     """dtype the evaluated models are loaded in"""
     batch_size: int = 16
     """prompts per generation / scoring batch"""
+    generations_dir: str = ""
+    """where generations are cached ('' = OUT/generations); evals of the same models can share one (entries are
+    keyed by model weights, prompts and generation settings, so a mismatch regenerates)"""
 
     def check(self) -> None:
         bad = [j for j in self.judges if j not in ("rubric", "reward_model", "llm", "human")]

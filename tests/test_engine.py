@@ -160,3 +160,16 @@ def test_zero3_generation_gathers_once_or_falls_back_with_a_message(micro_model_
     err = capsys.readouterr().err
     assert f"needs {need / 2**30:.2f} GiB" in err and "gathered layer by layer" in err
     assert "ppo.gather_for_generation=false" in err
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_gradient_checkpointing_reaches_the_trl_trainers(tmp_path, on):
+    """train.gradient_checkpointing decides TRL's setting (TRL turns it on by default)."""
+    from trl import RewardConfig, SFTConfig
+
+    from rlhf.config import RunConfig
+    from rlhf.engine.hf import trainer_kwargs
+
+    ds = DeepSpeedConfig()
+    kw = trainer_kwargs(RunConfig(), TrainConfig(gradient_checkpointing=on), ds, resolve_batch(ds, 1), str(tmp_path))
+    assert SFTConfig(**kw).gradient_checkpointing is on and RewardConfig(**kw).gradient_checkpointing is on

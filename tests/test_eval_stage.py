@@ -41,6 +41,22 @@ def test_reward_model_judge_tie_band_and_missing_eos():
     assert RewardModelJudge(FakeScorer(), tie_band=1.0).compare(its) == ["tie", "tie", "tie"]
 
 
+def test_reward_model_judge_scores_each_response_once():
+    """The baseline's responses recur for every candidate: the judge scores them once."""
+    seen = []
+
+    class CountingScorer:
+        def __call__(self, prompts, responses):
+            seen.extend(responses)
+            return [float(len(r)) for r in responses]
+
+    judge = RewardModelJudge(CountingScorer())
+    first = [PairItem("q1", None, "cand a", "base", True, True, 0), PairItem("q2", None, "cand b", "base", True, True, 1)]
+    second = [PairItem("q1", None, "other", "base", True, True, 0), PairItem("q2", None, "cand b", "base", True, True, 1)]
+    assert judge.compare(first) == ["win", "win"] and judge.compare(second) == ["win", "win"]
+    assert sorted(seen) == sorted(["cand a", "cand b", "base", "base", "other"])  # "base" once per prompt
+
+
 def eval_cfg(out, models, *extra):
     return load_config(EvalStageConfig, os.path.join(ROOT, "configs/tiny/eval.yaml"), [
         f"run.output_dir={out}", "run.progress=false", "generation.max_new_tokens=16", "eval.samples_per_prompt=2",
@@ -147,3 +163,28 @@ def test_proxy_against_gold_curves_are_read_plotted_and_tabled(tmp_path):
     md = report.markdown(results, EvalStageConfig(), files)
     # first iteration -> mean of the last three: proxy -1.00 -> +0.50, rubric 2.00 -> 2.80
     assert "| ppo | 5 | -1.00 -> +0.50 | 2.00 -> 2.80 |" in md and "![proxy vs gold](proxy_vs_gold.png)" in md
+
+
+def test_max_prompts_and_max_blocks_evaluate_the_first_prompts_and_blocks_only(tmp_path, micro_sft):
+    out = str(tmp_path / "eval")
+    res = ev.run(eval_cfg(out, {"sft": micro_sft, "again": micro_sft}, "data.max_prompts=3", "eval.judges=[rubric]",
+                          "data.max_blocks=2", "eval.samples_per_prompt=1", "generation.max_new_tokens=4"))
+    assert res["candidates"]["again"]["rubric"]["overall"]["n"] == 3
+    assert res["perplexity"]["sft"]["blocks"] == 2 and res["perplexity"]["sft"] == res["perplexity"]["again"]
+    first = [json.loads(x)["prompt"] for x in open(os.path.join(ROOT, "data/palms/eval_prompts.jsonl"))][:3]
+    assert [json.loads(x)["prompt"] for x in open(os.path.join(out, "samples.jsonl"))] == first
+
+
+def test_two_evals_share_one_generation_cache(tmp_path, micro_base, micro_sft):
+    """An eval against another baseline reuses the first eval's generations (eval.generations_dir)."""
+    first, second = str(tmp_path / "vs_sft"), str(tmp_path / "vs_base")
+    common = ("data.max_prompts=4", "eval.judges=[rubric]", "data.ptx_eval_file=", "eval.samples_per_prompt=1",
+              "generation.max_new_tokens=6")
+    models = {"base": micro_base, "sft": micro_sft}
+    ev.run(eval_cfg(first, models, *common))
+    cache = os.path.join(first, "generations")
+    stamps = {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)}
+    res = ev.run(eval_cfg(second, models, *common, "eval.baseline=base", f"eval.generations_dir={cache}"))
+    assert {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)} == stamps
+    assert not os.path.exists(os.path.join(second, "generations"))
+    assert res["baseline"] == "base" and res["candidates"]["sft"]["rubric"]["overall"]["n"] == 4

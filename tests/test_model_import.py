@@ -32,3 +32,6 @@ def test_gguf_import_round_trip_reproduces_greedy_output(tmp_path):
     for prompt, ids in expected.items():
         assert greedy(hf_model, hf_tok, prompt) == ids, prompt
     assert not any(f.endswith((".bin", ".pt", ".pth")) for f in os.listdir(out))
+    # plain float weights: no GGUF quantization marker left in the config (transformers would refuse to train)
+    assert getattr(hf_model.config, "quantization_config", None) is None
+    assert "quantization_config" not in open(os.path.join(out, "config.json")).read()

@@ -60,11 +60,47 @@ def test_pipeline_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path,
     assert (run_dir / "base" / "summary.json").exists() and not (run_dir / "sft" / "summary.json").exists()
     base_mtime = os.path.getmtime(run_dir / "base" / "model.safetensors")
     summary = pipeline.run(cfg)
-    assert summary["stages"]["base"] == {"skipped": True}
+    assert summary["stages"]["base"]["skipped"] and "earlier" in summary["stages"]["base"]  # recorded before the crash
+    assert summary["stages"]["sft"]["resumed"]
     assert os.path.getmtime(run_dir / "base" / "model.safetensors") == base_mtime
     sft_summary = json.load(open(run_dir / "sft" / "summary.json"))
     assert sft_summary["steps"] == 4
-    assert pipeline.run(cfg)["stages"] == {"base": {"skipped": True}, "sft": {"skipped": True}}
+    assert all(t["skipped"] for t in pipeline.run(cfg)["stages"].values())
+
+
+def test_pipeline_records_time_and_peak_memory_of_each_stage(tmp_path, monkeypatch, capsys):
+    """Each stage's own peak RSS, not the process's cumulative one: a stage that allocates little after one that
+    allocated a lot reports the smaller figure; a skipped stage keeps the figures of the run that made it."""
+    from rlhf.stages import pretrain, sft
+
+    def big_stage(cfg):
+        block = bytearray(600 * 2**20)
+        for i in range(0, len(block), 4096):  # touch every page, so it is resident
+            block[i] = 1
+        os.makedirs(cfg.run.output_dir, exist_ok=True)
+        open(os.path.join(cfg.run.output_dir, "summary.json"), "w").write("{}")
+
+    def small_stage(cfg):
+        os.makedirs(cfg.run.output_dir, exist_ok=True)
+        open(os.path.join(cfg.run.output_dir, "summary.json"), "w").write("{}")
+
+    monkeypatch.setattr(pretrain, "run", big_stage)
+    monkeypatch.setattr(sft, "run", small_stage)
+    cfg = load_config(PipelineConfig, small_pipeline(tmp_path, "unused.json"))
+    stages = pipeline.run(cfg)["stages"]
+    big, small = stages["base"], stages["sft"]
+    for t in (big, small):
+        assert t["seconds"] >= 0 and t["peak_rss_gib"] > 0
+    if pipeline.reset_peak_rss():  # Linux: the high-water mark is reset before each stage
+        assert big["peak_rss_source"] == small["peak_rss_source"] == "VmHWM"
+        assert big["peak_rss_gib"] - small["peak_rss_gib"] > 0.4
+    saved = json.load(open(tmp_path / "run" / "pipeline_summary.json"))
+    assert saved["stages"] == stages and saved["complete"]
+    out = capsys.readouterr().out
+    assert "peak RSS GiB" in out and f"{big['peak_rss_gib']:.2f}" in out
+    again = pipeline.run(cfg)["stages"]
+    assert again["base"] == {"skipped": True, "earlier": big}
+    assert f"{big['peak_rss_gib']:.2f}" in pipeline.stage_table(again)
 
 
 @pytest.mark.slow

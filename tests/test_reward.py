@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import rlhf.engine.hf as H
@@ -222,3 +223,11 @@ def test_rm_resume_matches_uninterrupted_run(tmp_path, micro_sft, monkeypatch):
     monkeypatch.setattr(H.CheckpointMarker, "on_save", real_on_save)
     rm.run(rm_cfg(resumed, micro_sft, *args))
     assert_same_weights(straight, resumed)
+
+
+def test_max_train_pairs_trains_on_the_first_pairs_only(tmp_path, micro_sft):
+    out = str(tmp_path / "rm")
+    s = rm.run(rm_cfg(out, micro_sft, "data.max_train_pairs=12", "train.max_steps=1", "data.test_file="))
+    derived = yaml.safe_load(open(os.path.join(out, "config.yaml")))["derived"]
+    assert derived["train_pairs"] == 12
+    assert s["normalization"] and json.load(open(os.path.join(out, "reward_normalization.json")))["count"] == 12

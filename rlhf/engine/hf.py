@@ -65,6 +65,7 @@ def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan
         dataloader_num_workers=0,
         save_only_model=False,
         logging_first_step=True,
+        gradient_checkpointing=train.gradient_checkpointing,
     )
     if train.lr_scheduler == "cosine":
         kw["lr_scheduler_kwargs"] = {"min_lr_rate": train.min_lr_ratio}

@@ -28,9 +28,14 @@ class RewardModelJudge:
 
     def __init__(self, scorer, tie_band: float = 0.0, missing_eos_score: float | None = None):
         self.scorer, self.tie_band, self.missing_eos_score = scorer, tie_band, missing_eos_score
+        self._seen: dict[tuple[str, str], float] = {}  # the baseline's responses recur for every candidate
 
     def scores(self, prompts: list[str], responses: list[str], eos: list[bool]) -> list[float]:
-        s = self.scorer([[{"role": "user", "content": p}] for p in prompts], responses)
+        new = list(dict.fromkeys((p, r) for p, r in zip(prompts, responses) if (p, r) not in self._seen))
+        if new:
+            raw = self.scorer([[{"role": "user", "content": p}] for p, _ in new], [r for _, r in new])
+            self._seen.update(zip(new, raw))
+        s = [self._seen[(p, r)] for p, r in zip(prompts, responses)]
         if self.missing_eos_score is not None:
             s = [x if e else self.missing_eos_score for x, e in zip(s, eos)]
         return s

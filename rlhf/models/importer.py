@@ -2,12 +2,14 @@
 
 GGUF checkpoints are dequantised by transformers' GGUF support (needs the ``gguf`` package) into a float model;
 a GGUF-loaded model refuses ``save_pretrained``, so its state dict is copied into a model built from the same
-config, which is saved as safetensors with the tokenizer and its chat template. PAD is made distinct from EOS
-(an existing unused special token when the vocabulary has one), as every stage needs.
+config, which is saved as safetensors with the tokenizer and its chat template. The config loses its GGUF
+``quantization_config``: the saved weights are plain floats, and the marker makes transformers refuse to train.
+PAD is made distinct from EOS (an existing unused special token when the vocabulary has one), as every stage needs.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 
@@ -39,7 +41,10 @@ def save_plain(loaded, tok, out: str) -> dict:
     from rlhf.models.loading import ensure_pad
 
     added = ensure_pad(tok)
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=next(loaded.parameters()).dtype)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: a GGUF marker would refuse training
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=next(loaded.parameters()).dtype)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if not (k.endswith("lm_head.weight") and loaded.config.tie_word_embeddings)]
     if missing or unexpected:

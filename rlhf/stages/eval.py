@@ -4,7 +4,8 @@ generate -> judge -> statistics -> capability -> report:
 
 1. Every model answers the held-out prompts (``eval.samples_per_prompt`` seeded samples each). Generations are
    cached in ``OUT/generations/NAME.jsonl`` with a fingerprint of the model, prompts and settings, so adding a
-   judge or a candidate does not regenerate the others.
+   judge or a candidate does not regenerate the others; ``eval.generations_dir`` lets two evals of the same models
+   (say, one against the SFT model and one against the base model) share one cache.
 2. Each candidate's sample k of prompt i is paired with the baseline's sample k of prompt i, and every judge gives
    a verdict (win / tie / loss, candidate's view): ``rubric`` (the offline stand-in for human raters),
    ``reward_model`` (normalised scores), ``llm`` (a local LM in both orders), ``human`` (an annotation sheet is
@@ -67,7 +68,7 @@ def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict],
     g = cfg.generation
     key = fingerprint(model_stamp(path), path, [p["prompt"] for p in prompts], g.__dict__,
                       cfg.eval.samples_per_prompt, cfg.run.seed)
-    cache = os.path.join(cfg.run.output_dir, "generations", f"{name}.jsonl")
+    cache = os.path.join(cfg.eval.generations_dir or os.path.join(cfg.run.output_dir, "generations"), f"{name}.jsonl")
     if os.path.exists(cache):
         with open(cache, encoding="utf-8") as f:
             rows = [json.loads(x) for x in f]
@@ -140,6 +141,8 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
     # prompts are validated with the baseline's tokenizer (same checks as PPO)
     base_tok = AutoTokenizer.from_pretrained(cfg.models[cfg.eval.baseline])
     _, prompts = load_prompts(cfg.data.prompt_file, base_tok, categories, 10**6)
+    if cfg.data.max_prompts:
+        prompts = prompts[: cfg.data.max_prompts]
     E.print0(f"[eval] {len(prompts)} prompts from {cfg.data.prompt_file}; models: {', '.join(cfg.models)}; "
              f"baseline {cfg.eval.baseline}; judges: {', '.join(cfg.eval.judges)}; writing to {os.path.abspath(out)}")
     save_config(out, cfg)
@@ -205,8 +208,10 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
         for name, path in cfg.models.items():
             model, tok = load_policy(path, cfg.eval.dtype, device)
             blocks = tokenize_blocks(tok, cfg.data.ptx_eval_file, cfg.data.block_size)
+            if cfg.data.max_blocks:
+                blocks = blocks[: cfg.data.max_blocks]
             loss = lm_loss(model, blocks, cfg.eval.batch_size, device)
-            results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss)}
+            results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss), "blocks": len(blocks)}
             del model
 
     # proxy reward against the gold stand-in over PPO iterations, from the PPO runs' own logs (ppo.gold_rubric)

@@ -13,19 +13,27 @@ A stage whose ``summary.json`` exists is skipped; an interrupted one resumes fro
 (``run.resume=auto``), so re-running after a crash or Ctrl-C loses nothing. Before each stage one line shows the
 overall progress: stage i of N, time so far and an estimate of the time left (from ``expected_minutes``, scaled
 by how the finished stages compared with their estimates).
+
+Per stage, the pipeline records the wall time and the peak resident memory (RSS) of the process while the stage
+ran, and ends with a table of both (also in ``RUN_DIR/pipeline_summary.json``). Stages share one process, so the
+kernel's high-water mark is reset before each stage (Linux: ``5`` written to ``/proc/self/clear_refs``) and read
+from ``VmHWM`` in ``/proc/self/status`` after it; where that is unavailable, ``ru_maxrss`` is reported instead,
+marked cumulative (the peak since the process started, an upper bound on the stage's own peak). A stage skipped
+because it finished earlier keeps the figures recorded when it ran.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
+import resource
+import sys
 import time
 
 from rlhf import engine as E
 from rlhf.config import STAGES, ConfigError, PipelineConfig, load_config
-from rlhf.outputs import is_finished, save_config, write_json
+from rlhf.outputs import is_finished, read_json, save_config, write_json
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, str]:
@@ -59,12 +67,58 @@ def fmt_min(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS high-water mark (Linux >= 4.0); False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss(was_reset: bool) -> tuple[float, str]:
+    """(peak resident memory in GiB, where the figure comes from) since the last reset, or since the process
+    started when the reset was not possible."""
+    if was_reset:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 2**20, "VmHWM"  # kB
+        except OSError:
+            pass
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    gib = kib / 2**30 if sys.platform == "darwin" else kib / 2**20
+    return gib, "ru_maxrss (cumulative: peak since the process started)"
+
+
+def stage_table(timings: dict[str, dict]) -> str:
+    """The per-stage table printed at the end: stage, minutes, peak RSS."""
+    lines = [f"{'stage':<16} {'minutes':>8} {'peak RSS GiB':>13}  note"]
+    for name, t in timings.items():
+        rec = t.get("earlier", t)
+        mins = f"{rec['seconds'] / 60:.1f}" if "seconds" in rec else "-"
+        gib = f"{rec['peak_rss_gib']:.2f}" if "peak_rss_gib" in rec else "-"
+        notes = []
+        if t.get("skipped"):
+            notes.append("skipped: finished earlier" + (" (figures from that run)" if "earlier" in t else ""))
+        if rec.get("resumed"):
+            notes.append("resumed from a checkpoint: this run's part only")
+        if rec.get("peak_rss_source", "VmHWM") != "VmHWM":
+            notes.append(rec["peak_rss_source"])
+        lines.append(f"{name:<16} {mins:>8} {gib:>13}  {'; '.join(notes)}".rstrip())
+    return "\n".join(lines)
+
+
 def run(cfg: PipelineConfig) -> dict:
     t0 = time.time()
     os.makedirs(cfg.run_dir, exist_ok=True)
     # validate every stage's config before anything runs: a typo in the last stage fails now, not in an hour
     configs = [stage_config(cfg, i) for i in range(len(cfg.stages))]
     save_config(cfg.run_dir, cfg)
+    summary_path = os.path.join(cfg.run_dir, "pipeline_summary.json")
+    previous = read_json(summary_path).get("stages", {}) if os.path.exists(summary_path) else {}
     n = len(cfg.stages)
     timings: dict[str, dict] = {}
     done_expected = done_actual = 0.0
@@ -73,28 +127,40 @@ def run(cfg: PipelineConfig) -> dict:
         remaining = sum(x.expected_minutes for x in cfg.stages[i:]) * 60
         speed = done_actual / done_expected if done_expected > 0 else 1.0
         finished = is_finished(out) and s.command != "eval"
+        ckpts = os.path.join(out, "checkpoints")
+        resuming = not finished and os.path.isdir(ckpts) and bool(os.listdir(ckpts))
         E.print0(
             f"[pipeline {i + 1}/{n}] {s.name} ({s.command}): "
-            + ("finished earlier, skipping" if finished else ("resuming" if os.path.isdir(os.path.join(out, "checkpoints")) and os.listdir(os.path.join(out, "checkpoints")) else "starting"))
+            + ("finished earlier, skipping" if finished else ("resuming" if resuming else "starting"))
             + f" | elapsed {fmt_min(time.time() - t0)}, about {fmt_min(remaining * speed)} left"
         )
         if finished:
-            timings[s.name] = {"skipped": True}
+            before = previous.get(s.name, {})
+            before = before.get("earlier", before)
+            timings[s.name] = {"skipped": True, **({"earlier": before} if "seconds" in before else {})}
             continue
+        gc.collect()
+        was_reset = reset_peak_rss()
         ts = time.time()
         module = __import__(f"rlhf.stages.{s.command}", fromlist=["run"])
         module.run(scfg)
         took = time.time() - ts
-        timings[s.name] = {"seconds": round(took, 1)}
+        gib, source = peak_rss(was_reset)
+        timings[s.name] = {"seconds": round(took, 1), "peak_rss_gib": round(gib, 2), "peak_rss_source": source,
+                           **({"resumed": True} if resuming else {})}
         done_expected += s.expected_minutes * 60
         done_actual += took
         gc.collect()
-        E.print0(f"[pipeline {i + 1}/{n}] {s.name} took {fmt_min(took)}")
-    summary = {"stage": "pipeline", "stages": timings, "wall_time_s": round(time.time() - t0, 1)}
+        E.print0(f"[pipeline {i + 1}/{n}] {s.name} took {fmt_min(took)}, peak RSS {gib:.2f} GiB ({source})")
+        if E.is_main():  # after every stage, so a crash later keeps the figures of the stages that finished
+            write_json(summary_path, {"stage": "pipeline", "stages": timings, "complete": False,
+                                      "wall_time_s": round(time.time() - t0, 1)})
+    summary = {"stage": "pipeline", "stages": timings, "complete": True, "wall_time_s": round(time.time() - t0, 1)}
     if E.is_main():
-        write_json(os.path.join(cfg.run_dir, "pipeline_summary.json"), summary)
-    report = os.path.join(stage_dirs(cfg).get("eval", ""), "report.md")
-    E.print0(f"[pipeline] done in {fmt_min(time.time() - t0)}; stage timings: {json.dumps(timings)}")
-    if os.path.exists(report):
-        E.print0(f"[pipeline] report: {os.path.abspath(report)}")
+        write_json(summary_path, summary)
+    E.print0(f"[pipeline] done in {fmt_min(time.time() - t0)}; per stage (rank 0):\n{stage_table(timings)}")
+    for s in cfg.stages:
+        report = os.path.join(stage_dirs(cfg)[s.name], "report.md")
+        if s.command == "eval" and os.path.exists(report):
+            E.print0(f"[pipeline] report ({s.name}): {os.path.abspath(report)}")
     return summary

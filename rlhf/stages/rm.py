@@ -74,6 +74,8 @@ def run(cfg: RMStageConfig) -> dict:
     categories = load_categories(cfg.data.categories_file)
     d = cfg.data
     train_ex, train_enc = load_preferences(d.train_file, tok, categories, d.max_length, d.on_overlength)
+    if d.max_train_pairs:
+        train_ex, train_enc = train_ex[: d.max_train_pairs], train_enc[: d.max_train_pairs]
     test_ex, test_enc = (
         load_preferences(d.test_file, tok, categories, d.max_length, d.on_overlength) if d.test_file else ([], [])
     )
