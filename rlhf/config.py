@@ -601,9 +601,15 @@ class PipelineConfig:
     stages: list[PipelineStage] = field(default_factory=list)
     """the stages, in order"""
     overrides: list[str] = field(default_factory=list)
-    """overrides applied to every stage (e.g. run.progress=false)"""
+    """overrides applied to every stage (e.g. run.progress=false, leaving the pipeline's overall view alone)"""
+    progress: bool = True
+    """one overall progress view on rank 0 (stage, step, time left): a live line on a terminal, else a log line"""
+    progress_log_seconds: float = 30.0
+    """when the output is not a terminal (a log file), write the overall progress line at most this often"""
 
     def check(self) -> None:
+        if self.progress_log_seconds <= 0:
+            raise ValueError("progress_log_seconds: must be > 0")
         names = [s.name for s in self.stages]
         if not names:
             raise ValueError("stages: list at least one stage")

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from rlhf import engine as E
 from rlhf.cli import main as cli_main
 from rlhf.config import ConfigError, EvalStageConfig, load_config
 from rlhf.eval.judges import PairItem
@@ -184,7 +185,14 @@ def test_two_evals_share_one_generation_cache(tmp_path, micro_base, micro_sft):
     ev.run(eval_cfg(first, models, *common))
     cache = os.path.join(first, "generations")
     stamps = {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)}
-    res = ev.run(eval_cfg(second, models, *common, "eval.baseline=base", f"eval.generations_dir={cache}"))
+    reports = []
+    previous = E.set_progress_hook(lambda done, total, unit: reports.append((done, total, unit)))
+    try:
+        res = ev.run(eval_cfg(second, models, *common, "eval.baseline=base", f"eval.generations_dir={cache}"))
+    finally:
+        E.set_progress_hook(previous)
+    # progress in tasks for the pipeline's overall view: two models' generations, then one candidate x one judge
+    assert reports == [(1, 3, "task"), (2, 3, "task"), (3, 3, "task")]
     assert {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)} == stamps
     assert not os.path.exists(os.path.join(second, "generations"))
     assert res["baseline"] == "base" and res["candidates"]["sft"]["rubric"]["overall"]["n"] == 4

@@ -3,6 +3,7 @@ interrupted one; and the end-to-end run of the shortened tiny pipeline with the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 import rlhf.engine.hf as H
-from rlhf.config import ConfigError, PipelineConfig, load_config
+from rlhf.config import ConfigError, PipelineConfig, PipelineStage, load_config
 from rlhf.stages import pipeline
 
 from .conftest import ROOT
@@ -43,7 +44,51 @@ def test_every_stage_config_is_validated_before_anything_runs(tmp_path, micro_mo
         pipeline.run(load_config(PipelineConfig, small_pipeline(tmp_path, micro_model_config, unknown)))
 
 
-def test_pipeline_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path, micro_model_config, monkeypatch):
+def test_overall_progress_shows_stage_step_and_time_left():
+    """The estimate uses the running stage's own pace and the later stages' expected minutes scaled by the pace
+    of the finished ones; in a log it writes at most every log_seconds (and always at a stage's last step)."""
+    stages = [PipelineStage(name="base", command="pretrain", config="x.yaml", expected_minutes=1.0),
+              PipelineStage(name="sft", command="sft", config="x.yaml", expected_minutes=2.0),
+              PipelineStage(name="rm", command="rm", config="x.yaml", expected_minutes=3.0)]
+    now = [100.0]
+    out = io.StringIO()
+    view = pipeline.OverallProgress(stages, log_seconds=30, stream=out, clock=lambda: now[0])
+    assert not view.live  # a StringIO is not a terminal: log lines
+    now[0] = 160.0
+    view.start_stage(1, speed=0.5)  # the finished stage took half its estimate
+    now[0] = 190.0
+    view(1, 4)  # 30 s per step so far: 3 steps x 30 s + rm's 3 min x 0.5 = 180 s
+    now[0] = 200.0
+    view(2, 4)  # 10 s later: not written
+    now[0] = 260.0
+    view(3, 4, "step")  # 100 s for 3 steps: 1 x 33.3 s + 90 s = 123.3 s
+    now[0] = 262.0
+    view(4, 4)  # the last step: written at once
+    lines = out.getvalue().splitlines()
+    assert lines == ["[pipeline 2/3] sft: step 1/4 | elapsed 1.5 min, about 3.0 min left",
+                     "[pipeline 2/3] sft: step 3/4 | elapsed 2.7 min, about 2.1 min left",
+                     "[pipeline 2/3] sft: step 4/4 | elapsed 2.7 min, about 1.5 min left"]
+    # before its first step, a stage counts down its own estimate
+    view.start_stage(2, speed=2.0)
+    now[0] = 322.0
+    assert view.time_left(0, 10) == pytest.approx(3 * 60 * 2.0 - 60)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    live = pipeline.OverallProgress(stages, stream=term, clock=lambda: now[0])
+    live(1, 10)
+    live(2, 10)
+    assert live.live and term.getvalue().count("\r") == 2 and "\n" not in term.getvalue()
+    quiet = io.StringIO()
+    pipeline.OverallProgress(stages, enabled=False, stream=quiet)(1, 4)
+    assert quiet.getvalue() == ""
+
+
+def test_pipeline_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path, micro_model_config, monkeypatch,
+                                                                      capsys):
     cfg = load_config(PipelineConfig, small_pipeline(tmp_path, micro_model_config))
     real_on_save = H.CheckpointMarker.on_save
 
@@ -65,6 +110,9 @@ def test_pipeline_skips_finished_stages_and_resumes_an_interrupted_one(tmp_path,
     assert os.path.getmtime(run_dir / "base" / "model.safetensors") == base_mtime
     sft_summary = json.load(open(run_dir / "sft" / "summary.json"))
     assert sft_summary["steps"] == 4
+    # the overall view (stderr here, not a terminal) followed both stages' steps, each to its last one
+    err = capsys.readouterr().err
+    assert "[pipeline 1/2] base: step 6/6 | elapsed" in err and "[pipeline 2/2] sft: step 4/4 | elapsed" in err
     assert all(t["skipped"] for t in pipeline.run(cfg)["stages"].values())
 
 

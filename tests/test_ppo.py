@@ -113,7 +113,13 @@ def test_ppo_resume_matches_uninterrupted_run(tmp_path, micro_sft, micro_rm, mon
     with pytest.raises(KeyboardInterrupt):
         ppo.run(ppo_cfg(resumed, micro_sft, micro_rm, *args))
     monkeypatch.setattr(E, "save_checkpoint", real_save)
-    ppo.run(ppo_cfg(resumed, micro_sft, micro_rm, *args))
+    reports = []
+    previous = E.set_progress_hook(lambda done, total, unit: reports.append((done, total, unit)))
+    try:
+        ppo.run(ppo_cfg(resumed, micro_sft, micro_rm, *args))
+    finally:
+        E.set_progress_hook(previous)
+    assert reports == [(3, 4, "iteration"), (4, 4, "iteration")]  # the resumed run reports from where it resumed
     assert_same_weights(straight, resumed)
     assert_same_weights(os.path.join(straight, "critic"), os.path.join(resumed, "critic"))
     assert_same_weights(os.path.join(straight, "ema"), os.path.join(resumed, "ema"))

@@ -11,6 +11,7 @@ import os
 import random
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -69,6 +70,26 @@ def print0(*args: Any, **kwargs: Any) -> None:
     """print on rank 0 only (flushes, so logs interleave sensibly with progress bars)."""
     if is_main():
         print(*args, **kwargs, flush=True)
+
+
+_progress_hook: Callable[[int, int, str], None] | None = None
+
+
+def set_progress_hook(hook: Callable[[int, int, str], None] | None) -> Callable[[int, int, str], None] | None:
+    """Install ``hook(done, total, unit)``, called by the running stage as it advances; returns the previous hook.
+
+    ``rlhf pipeline`` installs one to draw a single progress view over all stages (stage, step and time left)
+    while the stages' own progress bars are off. Without a hook, ``report_progress`` does nothing.
+    """
+    global _progress_hook
+    previous, _progress_hook = _progress_hook, hook
+    return previous
+
+
+def report_progress(done: int, total: int, unit: str = "step") -> None:
+    """The running stage has finished ``done`` of ``total`` units (steps, iterations, eval tasks); rank 0 only."""
+    if _progress_hook is not None and is_main():
+        _progress_hook(int(done), int(total), unit)
 
 
 def barrier() -> None:

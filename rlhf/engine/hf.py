@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from rlhf.config import DeepSpeedConfig, RunConfig, TrainConfig
 from rlhf.engine.core import BatchPlan, adopt_accelerate_launch, deepspeed_config
-from rlhf.engine.dist import init_env, is_main, on_cpu
+from rlhf.engine.dist import init_env, is_main, on_cpu, report_progress
 
 COMPLETE = "COMPLETE"
 
@@ -92,6 +92,13 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
             self.log.log(state.global_step, {k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+
+class ProgressCallback(TrainerCallback):
+    """Reports each optimizer step to ``rlhf.engine.report_progress`` (the pipeline's overall progress view)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        report_progress(state.global_step, state.max_steps)
 
 
 def find_hf_checkpoint(resume: str, ckpt_dir: str) -> str | None:

@@ -147,10 +147,23 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
              f"baseline {cfg.eval.baseline}; judges: {', '.join(cfg.eval.judges)}; writing to {os.path.abspath(out)}")
     save_config(out, cfg)
 
-    # 1. generations (cached)
-    gens = {name: generations(cfg, name, path, prompts, device) for name, path in cfg.models.items()}
+    # progress in tasks (a model's generations, a candidate x judge comparison, a model's perplexity)
     baseline = cfg.eval.baseline
     candidates = [n for n in cfg.models if n != baseline]
+    machine_judges = [j for j in cfg.eval.judges if j != "human"]
+    n_tasks = len(cfg.models) * (2 if cfg.data.ptx_eval_file else 1) + len(candidates) * len(machine_judges)
+    tasks_done = 0
+
+    def task_done() -> None:
+        nonlocal tasks_done
+        tasks_done += 1
+        E.report_progress(tasks_done, n_tasks, "task")
+
+    # 1. generations (cached)
+    gens = {}
+    for name, path in cfg.models.items():
+        gens[name] = generations(cfg, name, path, prompts, device)
+        task_done()
     items = {c: pair_items(prompts, gens[c], gens[baseline]) for c in candidates}
 
     # 2. judges
@@ -159,6 +172,7 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
     for c in candidates:
         for jname, judge in judges.items():
             verdicts[c][jname] = judge.compare(items[c])
+            task_done()
     if "human" in cfg.eval.judges:
         from rlhf.eval.human import export_sheet, import_verdicts
 
@@ -213,6 +227,7 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
             loss = lm_loss(model, blocks, cfg.eval.batch_size, device)
             results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss), "blocks": len(blocks)}
             del model
+            task_done()
 
     # proxy reward against the gold stand-in over PPO iterations, from the PPO runs' own logs (ppo.gold_rubric)
     results["training"] = training_curves(cfg.models)

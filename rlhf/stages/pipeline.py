@@ -67,6 +67,62 @@ def fmt_min(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+class OverallProgress:
+    """The pipeline's one progress view: stage i of N, the running stage's step (or iteration, or eval task), time
+    so far and an estimate of the time left.
+
+    Stages report through ``rlhf.engine.report_progress``; the pipeline installs an instance as the hook. The
+    estimate of the running stage comes from its own pace once a step is done (before that, from its
+    ``expected_minutes``), and the later stages' ``expected_minutes`` are scaled by how the stages finished so far
+    compared with their estimates. On a terminal the view is one line rewritten in place; in a log file a line is
+    written at most every ``log_seconds`` (and at each stage's last step).
+    """
+
+    def __init__(self, stages, enabled: bool = True, log_seconds: float = 30.0, stream=None, clock=time.time):
+        self.stages, self.enabled, self.log_seconds, self.clock = stages, enabled, log_seconds, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = clock()
+        self.i, self.t_stage, self.speed = 0, self.t0, 1.0
+        self.last_write = float("-inf")
+
+    def start_stage(self, i: int, speed: float) -> None:
+        self.i, self.t_stage, self.speed = i, self.clock(), speed
+        self.last_write = float("-inf")
+
+    def time_left(self, done: int, total: int) -> float:
+        now = self.clock()
+        later = sum(s.expected_minutes for s in self.stages[self.i + 1 :]) * 60 * self.speed
+        if done > 0 and total > 0:
+            current = (now - self.t_stage) / done * max(total - done, 0)
+        else:
+            current = max(self.stages[self.i].expected_minutes * 60 * self.speed - (now - self.t_stage), 0.0)
+        return later + current
+
+    def line(self, done: int, total: int, unit: str) -> str:
+        s = self.stages[self.i]
+        return (f"[pipeline {self.i + 1}/{len(self.stages)}] {s.name}: {unit} {done}/{total} | elapsed "
+                f"{fmt_min(self.clock() - self.t0)}, about {fmt_min(self.time_left(done, total))} left")
+
+    def __call__(self, done: int, total: int, unit: str = "step") -> None:
+        if not self.enabled:
+            return
+        if self.live:  # rewrite one line in place; a stage's own print starts over it from column 0
+            self.stream.write(self.line(done, total, unit) + "\x1b[K\r")
+            self.stream.flush()
+            return
+        now = self.clock()
+        if now - self.last_write >= self.log_seconds or done >= total:
+            self.stream.write(self.line(done, total, unit) + "\n")
+            self.stream.flush()
+            self.last_write = now
+
+    def end_stage(self) -> None:
+        if self.live:
+            self.stream.write("\x1b[K")
+            self.stream.flush()
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's peak-RSS high-water mark (Linux >= 4.0); False where the kernel does not allow it."""
     try:
@@ -119,6 +175,18 @@ def run(cfg: PipelineConfig) -> dict:
     save_config(cfg.run_dir, cfg)
     summary_path = os.path.join(cfg.run_dir, "pipeline_summary.json")
     previous = read_json(summary_path).get("stages", {}) if os.path.exists(summary_path) else {}
+    # the stages' progress reports (rlhf.engine.report_progress) feed the one overall view
+    view = OverallProgress(cfg.stages, cfg.progress and E.is_main(), cfg.progress_log_seconds)
+    previous_hook = E.set_progress_hook(view)
+    try:
+        summary = _run_stages(cfg, configs, t0, previous, view)
+    finally:
+        E.set_progress_hook(previous_hook)
+    return summary
+
+
+def _run_stages(cfg: PipelineConfig, configs: list, t0: float, previous: dict, view: OverallProgress) -> dict:
+    summary_path = os.path.join(cfg.run_dir, "pipeline_summary.json")
     n = len(cfg.stages)
     timings: dict[str, dict] = {}
     done_expected = done_actual = 0.0
@@ -143,7 +211,9 @@ def run(cfg: PipelineConfig) -> dict:
         was_reset = reset_peak_rss()
         ts = time.time()
         module = __import__(f"rlhf.stages.{s.command}", fromlist=["run"])
+        view.start_stage(i, speed)
         module.run(scfg)
+        view.end_stage()
         took = time.time() - ts
         gib, source = peak_rss(was_reset)
         timings[s.name] = {"seconds": round(took, 1), "peak_rss_gib": round(gib, 2), "peak_rss_source": source,

@@ -403,6 +403,7 @@ def run(cfg: PPOStageConfig) -> dict:
         bar.set_postfix(score=f"{m['score_mean']:.2f}", kl=f"{m['kl']:.2f}",
                         **({"gold": f"{m['gold_rubric_mean']:.2f}"} if gold is not None else {}))
         bar.update(1)
+        E.report_progress(done, p.iterations, "iteration")
         if done % p.sample_every == 0 or done == p.iterations:
             write_samples(samples_path, done, [prompt_rows[i] for i in idx], texts, scores.tolist())
         if done % cfg.run.save_steps == 0 or done == p.iterations:

@@ -127,6 +127,7 @@ def run(cfg: PretrainStageConfig) -> dict:
             bar.set_postfix(loss=f"{m['loss']:.3f}")
             t_last, tokens, loss_sum, reg_sum, loss_n = now, 0, 0.0, 0.0, 0
         bar.update(1)
+        E.report_progress(done, total_steps)
         if done % cfg.run.save_steps == 0 or done == total_steps:
             E.save_checkpoint(ckpt_root, done, {"model": engine}, {"stage": "pretrain"}, cfg.run.save_total_limit)
     bar.close()

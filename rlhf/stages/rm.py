@@ -27,7 +27,14 @@ from rlhf.algos.losses import pairwise_loss
 from rlhf.config import RMStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.data.preference import load_preferences
-from rlhf.engine.hf import CheckpointMarker, MetricsCallback, find_hf_checkpoint, save_final_model, trainer_kwargs
+from rlhf.engine.hf import (
+    CheckpointMarker,
+    MetricsCallback,
+    ProgressCallback,
+    find_hf_checkpoint,
+    save_final_model,
+    trainer_kwargs,
+)
 from rlhf.eval.reward_metrics import reward_report
 from rlhf.models.loading import apply_lora, count_params, load_tokenizer
 from rlhf.models.reward import Normalization, load_reward_backbone, score_sequences
@@ -111,7 +118,7 @@ def run(cfg: RMStageConfig) -> dict:
         args=args,
         train_dataset=Dataset.from_list([{k: e[k] for k in cols} for e in train_enc]),
         processing_class=tok,
-        callbacks=[CheckpointMarker(), MetricsCallback(log)],
+        callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
 
     # ---- train ------------------------------------------------------------------------------------------

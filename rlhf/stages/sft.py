@@ -22,7 +22,14 @@ from rlhf import engine as E
 from rlhf.config import SFTStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.data.sft import SFTCollator, load_sft_or_raise
-from rlhf.engine.hf import CheckpointMarker, MetricsCallback, find_hf_checkpoint, save_final_model, trainer_kwargs
+from rlhf.engine.hf import (
+    CheckpointMarker,
+    MetricsCallback,
+    ProgressCallback,
+    find_hf_checkpoint,
+    save_final_model,
+    trainer_kwargs,
+)
 from rlhf.eval.perplexity import completion_loss
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
 from rlhf.outputs import MetricsLog, announce, prepare_output_dir, save_config, write_json
@@ -96,7 +103,7 @@ def run(cfg: SFTStageConfig) -> dict:
         eval_dataset=Dataset.from_list(eval_enc) if eval_enc else None,
         processing_class=tok,
         data_collator=collator,
-        callbacks=[CheckpointMarker(), MetricsCallback(log)],
+        callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
 
     # ---- train ------------------------------------------------------------------------------------------
