@@ -9,6 +9,7 @@ import pytest
 
 from rlhf.config import DeepSpeedConfig, TrainConfig
 from rlhf.engine import deepspeed_config, init_env, lr_lambda, resolve_batch
+from rlhf.engine.dist import skip_shm_op_when_alone
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,18 @@ def test_launcher_env_is_left_alone(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "29555")
     init_env()
     assert os.environ["RANK"] == "1" and os.environ["MASTER_PORT"] == "29555"
+
+
+def test_one_process_skips_the_shared_memory_op_and_more_keep_it(monkeypatch):
+    """DeepSpeed would JIT-compile its shared-memory collective op even for one process; rlhf skips it there."""
+    import deepspeed.comm.torch as ds_torch_comm
+
+    real = ds_torch_comm.build_shm_op
+    monkeypatch.setattr(ds_torch_comm, "build_shm_op", real)  # restored after the test
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not skip_shm_op_when_alone() and ds_torch_comm.build_shm_op is real
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert skip_shm_op_when_alone() and ds_torch_comm.build_shm_op() is None
 
 
 def test_lr_schedule_warmup_then_cosine_to_floor():

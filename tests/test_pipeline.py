@@ -45,8 +45,8 @@ def test_every_stage_config_is_validated_before_anything_runs(tmp_path, micro_mo
 
 
 def test_overall_progress_shows_stage_step_and_time_left():
-    """The estimate uses the running stage's own pace and the later stages' expected minutes scaled by the pace
-    of the finished ones; in a log it writes at most every log_seconds (and always at a stage's last step)."""
+    """The estimate uses the running stage's own pace since its first report and the later stages' expected
+    minutes scaled by the pace of the finished ones; in a log it writes at most every log_seconds (and always at a stage's last step)."""
     stages = [PipelineStage(name="base", command="pretrain", config="x.yaml", expected_minutes=1.0),
               PipelineStage(name="sft", command="sft", config="x.yaml", expected_minutes=2.0),
               PipelineStage(name="rm", command="rm", config="x.yaml", expected_minutes=3.0)]
@@ -57,15 +57,15 @@ def test_overall_progress_shows_stage_step_and_time_left():
     now[0] = 160.0
     view.start_stage(1, speed=0.5)  # the finished stage took half its estimate
     now[0] = 190.0
-    view(1, 4)  # 30 s per step so far: 3 steps x 30 s + rm's 3 min x 0.5 = 180 s
+    view(1, 4)  # no pace yet (setup is in the first step): sft's 2 min x 0.5 - 30 s + rm's 3 min x 0.5 = 120 s
     now[0] = 200.0
     view(2, 4)  # 10 s later: not written
     now[0] = 260.0
-    view(3, 4, "step")  # 100 s for 3 steps: 1 x 33.3 s + 90 s = 123.3 s
+    view(3, 4, "step")  # 70 s for the 2 steps since the first report: 1 x 35 s + 90 s = 125 s
     now[0] = 262.0
     view(4, 4)  # the last step: written at once
     lines = out.getvalue().splitlines()
-    assert lines == ["[pipeline 2/3] sft: step 1/4 | elapsed 1.5 min, about 3.0 min left",
+    assert lines == ["[pipeline 2/3] sft: step 1/4 | elapsed 1.5 min, about 2.0 min left",
                      "[pipeline 2/3] sft: step 3/4 | elapsed 2.7 min, about 2.1 min left",
                      "[pipeline 2/3] sft: step 4/4 | elapsed 2.7 min, about 1.5 min left"]
     # before its first step, a stage counts down its own estimate

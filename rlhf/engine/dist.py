@@ -111,11 +111,32 @@ def on_cpu() -> bool:
     return device().type == "cpu"
 
 
+def skip_shm_op_when_alone() -> bool:
+    """On one process, stop DeepSpeed from compiling its shared-memory all-reduce op; True when it was skipped.
+
+    On a CPU accelerator DeepSpeed's torch backend JIT-compiles a C++ op for shared-memory collectives when it
+    starts, whatever the world size: the first run on a machine waits for the compiler (48 s on 2 cores). A
+    single process has no peer to share memory with, and without the op DeepSpeed uses torch.distributed's own
+    collectives. Multi-process runs keep the op. Called before DeepSpeed's communication backend starts.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return False
+    try:
+        import deepspeed.comm.torch as ds_torch_comm
+    except ImportError:
+        return False
+    if not hasattr(ds_torch_comm, "build_shm_op"):  # a DeepSpeed version without it: nothing to skip
+        return False
+    ds_torch_comm.build_shm_op = lambda: None
+    return True
+
+
 def init_distributed() -> None:
     """Set env (single process), then create the process group with the accelerator's backend."""
     init_env()
     if torch_dist.is_initialized():
         return
+    skip_shm_op_when_alone()
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from rlhf.config import DeepSpeedConfig, RunConfig, TrainConfig
 from rlhf.engine.core import BatchPlan, adopt_accelerate_launch, deepspeed_config
-from rlhf.engine.dist import init_env, is_main, on_cpu, report_progress
+from rlhf.engine.dist import init_env, is_main, on_cpu, report_progress, skip_shm_op_when_alone
 
 COMPLETE = "COMPLETE"
 
@@ -29,6 +29,7 @@ def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan
     """Keyword arguments shared by TRL's SFTConfig / RewardConfig, from our sections (``model`` sizes ZeRO's
     communication buckets)."""
     init_env()
+    skip_shm_op_when_alone()
     adopt_accelerate_launch(ds)
     kw = dict(
         output_dir=ckpt_dir,

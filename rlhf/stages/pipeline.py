@@ -72,7 +72,7 @@ class OverallProgress:
     so far and an estimate of the time left.
 
     Stages report through ``rlhf.engine.report_progress``; the pipeline installs an instance as the hook. The
-    estimate of the running stage comes from its own pace once a step is done (before that, from its
+    estimate of the running stage comes from its own pace since its first report (before a second one, from its
     ``expected_minutes``), and the later stages' ``expected_minutes`` are scaled by how the stages finished so far
     compared with their estimates. On a terminal the view is one line rewritten in place; in a log file a line is
     written at most every ``log_seconds`` (and at each stage's last step).
@@ -85,16 +85,20 @@ class OverallProgress:
         self.t0 = clock()
         self.i, self.t_stage, self.speed = 0, self.t0, 1.0
         self.last_write = float("-inf")
+        self.first: tuple[float, int] | None = None
 
     def start_stage(self, i: int, speed: float) -> None:
         self.i, self.t_stage, self.speed = i, self.clock(), speed
         self.last_write = float("-inf")
+        self.first = None  # (time, done) of the stage's first report
 
     def time_left(self, done: int, total: int) -> float:
         now = self.clock()
         later = sum(s.expected_minutes for s in self.stages[self.i + 1 :]) * 60 * self.speed
-        if done > 0 and total > 0:
-            current = (now - self.t_stage) / done * max(total - done, 0)
+        first = self.first
+        if first is not None and done > first[1]:
+            # the pace since the first report: loading, setup and a first step that compiles are left out
+            current = (now - first[0]) / (done - first[1]) * max(total - done, 0)
         else:
             current = max(self.stages[self.i].expected_minutes * 60 * self.speed - (now - self.t_stage), 0.0)
         return later + current
@@ -107,6 +111,8 @@ class OverallProgress:
     def __call__(self, done: int, total: int, unit: str = "step") -> None:
         if not self.enabled:
             return
+        if self.first is None:
+            self.first = (self.clock(), done)
         if self.live:  # rewrite one line in place; a stage's own print starts over it from column 0
             self.stream.write(self.line(done, total, unit) + "\x1b[K\r")
             self.stream.flush()
