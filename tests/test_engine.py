@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 
@@ -68,8 +69,7 @@ def test_launcher_env_is_left_alone(monkeypatch):
 
 def test_one_process_skips_the_shared_memory_op_and_more_keep_it(monkeypatch):
     """DeepSpeed would JIT-compile its shared-memory collective op even for one process; rlhf skips it there."""
-    import deepspeed.comm.torch as ds_torch_comm
-
+    ds_torch_comm = importlib.import_module("deepspeed.comm.torch")  # not `import ... as`: see the function
     real = ds_torch_comm.build_shm_op
     monkeypatch.setattr(ds_torch_comm, "build_shm_op", real)  # restored after the test
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -151,9 +151,8 @@ def test_pipeline_records_time_and_peak_memory_of_each_stage(tmp_path, monkeypat
     assert f"{big['peak_rss_gib']:.2f}" in pipeline.stage_table(again)
 
 
-@pytest.mark.slow
 def test_short_tiny_pipeline_shows_each_effect(tmp_path):
-    """The shortened pipeline (configs/tiny/pipeline_short.yaml, about 6.5 minutes alone on 2 cores; `-m slow`).
+    """The shortened pipeline (configs/tiny/pipeline_short.yaml, about 6.5 minutes alone on 2 cores; in CI).
 
     It asserts the effects the tiny default shows (README, "The whole pipeline"): the reward model prefers
     values-SFT to base and PPO to SFT, ptx keeps held-out perplexity below plain PPO's, and the report carries the

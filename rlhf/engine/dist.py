@@ -7,6 +7,7 @@ command under ``torchrun``, ``deepspeed`` or ``accelerate launch``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import socket
@@ -121,8 +122,8 @@ def skip_shm_op_when_alone() -> bool:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) != 1:
         return False
-    try:
-        import deepspeed.comm.torch as ds_torch_comm
+    try:  # the module itself: the attribute deepspeed.comm.torch can be the torch package (a star import)
+        ds_torch_comm = importlib.import_module("deepspeed.comm.torch")
     except ImportError:
         return False
     if not hasattr(ds_torch_comm, "build_shm_op"):  # a DeepSpeed version without it: nothing to skip
