@@ -179,34 +179,32 @@ def run(cfg: PipelineConfig) -> dict:
     # validate every stage's config before anything runs: a typo in the last stage fails now, not in an hour
     configs = [stage_config(cfg, i) for i in range(len(cfg.stages))]
     save_config(cfg.run_dir, cfg)
-    summary_path = os.path.join(cfg.run_dir, "pipeline_summary.json")
-    previous = read_json(summary_path).get("stages", {}) if os.path.exists(summary_path) else {}
     # the stages' progress reports (rlhf.engine.report_progress) feed the one overall view
     view = OverallProgress(cfg.stages, cfg.progress and E.is_main(), cfg.progress_log_seconds)
     previous_hook = E.set_progress_hook(view)
     try:
-        summary = _run_stages(cfg, configs, t0, previous, view)
+        return _run_stages(cfg, configs, t0, view)
     finally:
         E.set_progress_hook(previous_hook)
-    return summary
 
 
-def _run_stages(cfg: PipelineConfig, configs: list, t0: float, previous: dict, view: OverallProgress) -> dict:
+def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProgress) -> dict:
     summary_path = os.path.join(cfg.run_dir, "pipeline_summary.json")
+    previous = read_json(summary_path).get("stages", {}) if os.path.exists(summary_path) else {}
     n = len(cfg.stages)
     timings: dict[str, dict] = {}
     done_expected = done_actual = 0.0
     for i, (s, scfg) in enumerate(zip(cfg.stages, configs)):
         out = stage_dirs(cfg)[s.name]
-        remaining = sum(x.expected_minutes for x in cfg.stages[i:]) * 60
         speed = done_actual / done_expected if done_expected > 0 else 1.0
+        view.start_stage(i, speed)
         finished = is_finished(out) and s.command != "eval"
         ckpts = os.path.join(out, "checkpoints")
         resuming = not finished and os.path.isdir(ckpts) and bool(os.listdir(ckpts))
         E.print0(
             f"[pipeline {i + 1}/{n}] {s.name} ({s.command}): "
             + ("finished earlier, skipping" if finished else ("resuming" if resuming else "starting"))
-            + f" | elapsed {fmt_min(time.time() - t0)}, about {fmt_min(remaining * speed)} left"
+            + f" | elapsed {fmt_min(time.time() - t0)}, about {fmt_min(view.time_left(0, 0))} left"
         )
         if finished:
             before = previous.get(s.name, {})
@@ -217,7 +215,6 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, previous: dict, v
         was_reset = reset_peak_rss()
         ts = time.time()
         module = __import__(f"rlhf.stages.{s.command}", fromlist=["run"])
-        view.start_stage(i, speed)
         module.run(scfg)
         view.end_stage()
         took = time.time() - ts
