@@ -12,6 +12,7 @@ from rlhf.config import STAGES, ConfigError, describe, load_config
 STAGE_HELP = {
     "pretrain": "pretrain a causal LM from a config (the tiny default's base model)",
     "sft": "supervised fine-tuning on prompt/completion data (PALMS values-targeted set)",
+    "compare": "comparison data: K responses per prompt sampled from a model, every pair labelled by a judge",
     "rm": "reward model on preference pairs (Bradley-Terry)",
     "ppo": "PPO-ptx against a reward model or a reward function (InstructGPT eq. 2)",
     "eval": "win rates of candidate models against a baseline, by pluggable judges",

@@ -274,6 +274,9 @@ class RMDataConfig:
     """pairs whose chosen responses set the reward normalisation (mean 0, std 1); '' = train_file"""
     max_train_pairs: int = 0
     """train (and measure train accuracy) on the first N pairs of train_file only; 0 = all (a CPU time budget)"""
+    extra_train_files: list[str] = field(default_factory=list)
+    """more pairs trained on together with train_file, e.g. the pairs.jsonl of 'rlhf compare' (ranked samples of
+    the SFT model); the normalisation still defaults to train_file's chosen responses"""
 
     def check(self) -> None:
         _positive(self, "max_length")
@@ -573,10 +576,66 @@ class EvalStageConfig:
 
 
 @dataclass
+class CompareDataConfig:
+    prompt_file: str = "data/prompts/train.jsonl"
+    """prompts to sample responses to: {prompt} rows with category (training prompts, never the eval prompts)"""
+    categories_file: str = "data/palms/categories.yaml"
+    """category ids the prompts may use ('' = any)"""
+    max_prompt_length: int = 128
+    """prompts longer than this many tokens are an error"""
+    max_prompts: int = 0
+    """sample for the first N prompts of prompt_file only; 0 = all (a CPU time budget)"""
+
+    def check(self) -> None:
+        _positive(self, "max_prompt_length")
+        if self.max_prompts < 0:
+            raise ValueError("max_prompts: must be >= 0 (0 = all)")
+
+
+@dataclass
+class CompareConfig:
+    responses_per_prompt: int = 4
+    """K responses sampled per prompt; every pair of them is judged (InstructGPT ranked K = 4..9)"""
+    judge: Literal["rubric", "reward_model", "llm"] = "rubric"
+    """the labeller: rubric (offline stand-in for human raters), reward_model or llm"""
+    batch_size: int = 64
+    """responses generated per batch (and per resumable unit)"""
+    keep_incomplete: bool = False
+    """also keep pairs with a response cut off before EOS (the reward model sees every response with EOS)"""
+
+    def check(self) -> None:
+        if self.responses_per_prompt < 2:
+            raise ValueError("responses_per_prompt: need at least 2 responses per prompt to compare")
+        _positive(self, "batch_size")
+
+
+@dataclass
+class CompareStageConfig:
+    """``rlhf compare``: sample K responses per prompt from a model, let a judge label every pair (comparison data)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: CompareDataConfig = field(default_factory=CompareDataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    rubric_judge: RubricJudgeConfig = field(default_factory=RubricJudgeConfig)
+    reward_judge: RewardJudgeConfig = field(default_factory=RewardJudgeConfig)
+    llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
+
+    def check(self) -> None:
+        if not self.model.name_or_path:
+            raise ValueError("model: name_or_path: the model to sample from (the SFT model)")
+        if self.compare.judge == "reward_model" and not self.reward_judge.model:
+            raise ValueError("compare: judge is reward_model but reward_judge.model is empty")
+        if self.compare.judge == "llm" and not self.llm_judge.model:
+            raise ValueError("compare: judge is llm but llm_judge.model is empty")
+
+
+@dataclass
 class PipelineStage:
     name: str = ""
     """the stage's name; its output directory is run_dir/name and {name} in overrides refers to it"""
-    command: Literal["pretrain", "sft", "rm", "ppo", "eval"] = "sft"
+    command: Literal["pretrain", "sft", "compare", "rm", "ppo", "eval"] = "sft"
     """which stage to run"""
     config: str = ""
     """the stage's own config file"""
@@ -621,6 +680,7 @@ class PipelineConfig:
 STAGES: dict[str, type] = {
     "pretrain": PretrainStageConfig,
     "sft": SFTStageConfig,
+    "compare": CompareStageConfig,
     "rm": RMStageConfig,
     "ppo": PPOStageConfig,
     "eval": EvalStageConfig,

@@ -162,7 +162,7 @@ def test_short_tiny_pipeline_shows_each_effect(tmp_path):
     cfg = load_config(PipelineConfig, os.path.join(ROOT, "configs/tiny/pipeline_short.yaml"),
                       [f"run_dir={tmp_path / 'run'}"])
     summary = pipeline.run(cfg)
-    assert set(summary["stages"]) == {"base", "sft", "sft_control", "rm", "ppo_ptx", "ppo", "eval"}
+    assert set(summary["stages"]) == {"base", "sft", "sft_control", "compare", "rm", "ppo_ptx", "ppo", "eval"}
     res = json.load(open(tmp_path / "run" / "eval" / "winrates.json"))
     c = res["candidates"]
     # the proxy: values-SFT beats base with the interval below 1/2, plain PPO beats SFT with it above

@@ -83,6 +83,10 @@ def run(cfg: RMStageConfig) -> dict:
     train_ex, train_enc = load_preferences(d.train_file, tok, categories, d.max_length, d.on_overlength)
     if d.max_train_pairs:
         train_ex, train_enc = train_ex[: d.max_train_pairs], train_enc[: d.max_train_pairs]
+    n_main = len(train_enc)  # pairs of train_file: the default normalisation reference
+    for extra in d.extra_train_files:
+        ex, enc = load_preferences(extra, tok, categories, d.max_length, d.on_overlength)
+        train_ex, train_enc = train_ex + ex, train_enc + enc
     test_ex, test_enc = (
         load_preferences(d.test_file, tok, categories, d.max_length, d.on_overlength) if d.test_file else ([], [])
     )
@@ -96,11 +100,11 @@ def run(cfg: RMStageConfig) -> dict:
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * -(-len(train_enc) // plan.global_batch))
     derived = {
         "world_size": plan.world_size, "global_batch": plan.global_batch, "micro_batch": plan.micro_batch,
-        "grad_accum": plan.grad_accum, "train_pairs": len(train_enc), "test_pairs": len(test_enc),
+        "grad_accum": plan.grad_accum, "train_pairs": len(train_enc), "extra_train_pairs": len(train_enc) - n_main, "test_pairs": len(test_enc),
         "total_steps": total_steps, "parameters": total, "trainable_parameters": trainable,
     }
     E.print0(
-        f"[rm] {len(train_enc)} train pairs from {d.train_file}, {len(test_enc)} test pairs; {total / 1e6:.2f}M "
+        f"[rm] {len(train_enc)} train pairs from {', '.join([d.train_file, *d.extra_train_files])}, {len(test_enc)} test pairs; {total / 1e6:.2f}M "
         f"parameters, {trainable / 1e6:.2f}M trainable; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; "
         f"about {total_steps} steps"
     )
@@ -144,7 +148,7 @@ def run(cfg: RMStageConfig) -> dict:
     # ---- normalise + save -------------------------------------------------------------------------------
     ref_file = d.normalize_reference_file or d.train_file
     if ref_file == d.train_file:
-        ref_chosen = tr_c
+        ref_chosen = tr_c[:n_main]
     else:
         _, ref_enc = load_preferences(ref_file, tok, categories, d.max_length, d.on_overlength)
         ref_chosen, _ = pair_rewards(trained, ref_enc, tok.pad_token_id, bs, device)
