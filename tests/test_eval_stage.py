@@ -86,6 +86,12 @@ def test_eval_writes_reports_caches_generations_and_round_trips_human_verdicts(t
     assert len(samples) == 80 and set(samples[0]["verdicts"]) == {"rubric", "reward_model"}
     report = open(os.path.join(out, "report.md")).read()
     assert "| base | rubric |" in report and "![win rates](winrates.png)" in report
+    # judge agreement: recounted from the verdicts in samples.jsonl
+    both = [x for x in samples if "tie" not in x["verdicts"].values()]
+    ag = res["agreement"]["rubric vs reward_model"]
+    assert ag["base"]["decided_by_both"] == ag["all"]["decided_by_both"] == len(both)
+    assert ag["base"]["agree"] == sum(x["verdicts"]["rubric"] == x["verdicts"]["reward_model"] for x in both)
+    assert "## Judge agreement" in report
 
     # adding a judge reuses the cached generations (the cache files are not rewritten)
     cache = os.path.join(out, "generations", "base.jsonl")

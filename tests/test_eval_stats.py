@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhf.eval.stats import bootstrap_ci, count, mean_ci, summarize, wilson_interval
+from rlhf.eval.stats import agreement, bootstrap_ci, count, mean_ci, summarize, wilson_interval
 
 
 def _synthetic(rng: np.random.Generator, n: int, p_win: float, p_tie: float) -> list[str]:
@@ -171,3 +171,13 @@ def test_summarize_overall_and_per_category():
     assert all(not math.isnan(r["ci_low"]) for r in s["per_category"].values())
     with pytest.raises(ValueError, match="lengths differ"):
         summarize(verdicts, ids, cats[:-1])
+
+
+def test_agreement_counts_only_pairs_both_judges_decided():
+    a = ["win", "win", "tie", "loss", "loss", "win"]
+    b = ["win", "loss", "win", "loss", "tie", "win"]
+    # decided by both: positions 0, 1, 3, 5; agree at 0, 3, 5
+    assert agreement(a, b) == {"decided_by_both": 4, "agree": 3, "rate": 0.75}
+    assert agreement(["tie"], ["win"])["rate"] is None
+    with pytest.raises(ValueError, match="2 verdicts against 1"):
+        agreement(["win", "win"], ["win"])

@@ -132,6 +132,15 @@ def markdown(results: dict, cfg, plot_files: dict[str, str]) -> str:
                          f"{_pct(o['ci_low'])} - {_pct(o['ci_high'])} |")
     if "winrates" in plot_files:
         lines += ["", f"![win rates]({plot_files['winrates']})"]
+    if results.get("agreement"):
+        lines += ["", "## Judge agreement", "",
+                  "Of the pairs both judges decided (neither called a tie), the share where they chose the same "
+                  "answer; 50% is chance. For the reward model against the rubric, this is how well the proxy PPO "
+                  "optimises tracks the gold stand-in on these models' answers.", "",
+                  "| judges | candidate | decided by both | agree |", "|---|---|---|---|"]
+        for pair, by_cand in results["agreement"].items():
+            for c, a in by_cand.items():
+                lines.append(f"| {pair} | {c} | {a['decided_by_both']} | {_pct(a['rate'])} |")
     lines += ["", "## Per category", ""]
     for c, by_judge in results["candidates"].items():
         for j, s in by_judge.items():

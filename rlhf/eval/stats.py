@@ -153,3 +153,13 @@ def summarize(verdicts: Sequence[str], prompt_ids: Sequence[Hashable], categorie
         "overall": _row(list(verdicts), list(prompt_ids), n_resamples, seed, level),
         "per_category": {c: _row(vs, ps, n_resamples, seed, level) for c, (vs, ps) in sorted(groups.items())},
     }
+
+
+def agreement(a: list[str], b: list[str]) -> dict:
+    """How often two judges' verdicts on the same pairs agree, over the pairs both decided (neither a tie):
+    ``{decided_by_both, agree, rate}`` (rate None when no pair was decided by both)."""
+    if len(a) != len(b):
+        raise ValueError(f"agreement: {len(a)} verdicts against {len(b)}")
+    both = [(x, y) for x, y in zip(a, b) if x != "tie" and y != "tie"]
+    agree = sum(x == y for x, y in both)
+    return {"decided_by_both": len(both), "agree": agree, "rate": agree / len(both) if both else None}

@@ -196,6 +196,15 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
         cats = [it.category for it in items[c]]
         for jname, v in verdicts[c].items():
             results["candidates"][c][jname] = stats.summarize(v, pids, cats, n_res, seed)
+    # how often the judges agree where both decided (e.g. the proxy reward model against the gold rubric)
+    names = [j for j in cfg.eval.judges if all(j in verdicts[c] for c in candidates)]
+    results["agreement"] = {}
+    for i, j1 in enumerate(names):
+        for j2 in names[i + 1 :]:
+            per = {c: stats.agreement(verdicts[c][j1], verdicts[c][j2]) for c in candidates}
+            pooled = stats.agreement(sum((verdicts[c][j1] for c in candidates), []),
+                                     sum((verdicts[c][j2] for c in candidates), []))
+            results["agreement"][f"{j1} vs {j2}"] = {"all": pooled, **per}
     if "rubric" in judges:
         rub = judges["rubric"]
         for name in cfg.models:
