@@ -39,11 +39,13 @@ def test_every_pair_of_a_prompt_is_judged_and_ties_and_cut_off_pairs_are_dropped
         {"prompt_id": 0, "sample": 3, "response": "d", "eos": False},  # cut off: its 3 pairs are dropped
         {"prompt_id": 1, "sample": 0, "response": "e", "eos": True},
         {"prompt_id": 1, "sample": 1, "response": "f", "eos": True},
+        {"prompt_id": 1, "sample": 2, "response": " ", "eos": True},  # empty: its 2 pairs are dropped
     ]
-    judge = ScoreJudge({"a": 3, "b": 4, "c": 3, "d": 5, "e": 2, "f": 1})
+    judge = ScoreJudge({"a": 3, "b": 4, "c": 3, "d": 5, "e": 2, "f": 1, " ": 0})
     pairs, counts = compare.make_pairs(prompts, rows, judge)
-    # prompt 0: C(4,2) = 6 pairs, 3 with d dropped; (a,b) b wins, (a,c) tie, (b,c) b wins; prompt 1: (e,f) e wins
-    assert counts == {"pairs": 7, "decided": 3, "ties": 1, "incomplete": 3}
+    # prompt 0: C(4,2) = 6 pairs, 3 with d dropped; (a,b) b wins, (a,c) tie, (b,c) b wins;
+    # prompt 1: C(3,2) = 3 pairs, 2 with the empty answer dropped; (e,f) e wins
+    assert counts == {"pairs": 9, "decided": 3, "ties": 1, "incomplete": 3, "empty": 2}
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("b", "a"), ("b", "c"), ("e", "f")]
     assert pairs[0]["category"] == "health" and "category" not in pairs[2]
     assert pairs[0]["prompt"] == "p0" and pairs[0]["judge"] == "table"
@@ -89,6 +91,8 @@ def test_compare_labels_samples_with_the_rubric_and_the_reward_stage_trains_on_t
         for i in range(3):
             for j in range(i + 1, 3):
                 a, b = mine[i], mine[j]
+                if not (a["response"] and b["response"]):
+                    continue
                 sa = judge.score(p["prompt"], a["response"], p.get("category"), a["eos"])
                 sb = judge.score(p["prompt"], b["response"], p.get("category"), b["eos"])
                 if sa != sb:
@@ -96,7 +100,8 @@ def test_compare_labels_samples_with_the_rubric_and_the_reward_stage_trains_on_t
     pairs = _read(out / "pairs.jsonl")
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(a["response"], b["response"]) for a, b in expected]
     assert summary["pairs"] == 18 and summary["decided"] == len(pairs)
-    assert summary["decided"] + summary["ties"] == 18 and summary["incomplete"] == 0
+    assert summary["decided"] + summary["ties"] + summary["empty"] == 18 and summary["incomplete"] == 0
+    assert all(p["chosen"].strip() and p["rejected"].strip() for p in pairs)
     assert pairs  # seeded: the micro model's samples give decided pairs
     from rlhf.stages import rm
 

@@ -9,7 +9,7 @@ sample -> rank -> pairs:
 2. A labeller judge compares every pair of a prompt's responses (K choose 2, as InstructGPT's labellers ranked
    K = 4..9 responses): ``rubric`` (the offline stand-in for human raters), ``reward_model`` or ``llm``.
 3. Every decided pair becomes a preference row ``{prompt, chosen, rejected, category, judge}`` in
-   ``OUT/pairs.jsonl``; ties are dropped, and so are pairs with a response cut off before EOS (the reward model
+   ``OUT/pairs.jsonl``; ties are dropped, and so are pairs with an empty response or one cut off before EOS (the reward model
    reads every response with an EOS appended, so it could not see why a truncated one lost; PPO penalises
    truncation on its own, ``ppo.missing_eos_penalty``). ``rlhf rm`` trains on them through
    ``data.extra_train_files``.
@@ -119,16 +119,20 @@ def build_judge(cfg: CompareStageConfig, device):
 
 def make_pairs(prompts: list[dict], rows: list[dict], judge, keep_incomplete: bool = False) -> tuple[list[dict], dict]:
     """All K-choose-2 pairs of each prompt's responses judged; decided ones as preference rows. Returns
-    (rows, counts) with counts of ``pairs`` considered, ``decided``, ``ties`` and ``incomplete`` (dropped)."""
+    (rows, counts) with counts of ``pairs`` considered, ``decided``, ``ties``, ``incomplete`` (dropped: an answer
+    cut off before EOS) and ``empty`` (dropped: an empty answer, which a preference file cannot hold)."""
     by_prompt: dict[int, list[dict]] = {}
     for r in rows:
         by_prompt.setdefault(r["prompt_id"], []).append(r)
     items: list[PairItem] = []
-    counts = {"pairs": 0, "decided": 0, "ties": 0, "incomplete": 0}
+    counts = {"pairs": 0, "decided": 0, "ties": 0, "incomplete": 0, "empty": 0}
     for pid in sorted(by_prompt):
         p = prompts[pid]
         for a, b in itertools.combinations(by_prompt[pid], 2):
             counts["pairs"] += 1
+            if not (a["response"].strip() and b["response"].strip()):
+                counts["empty"] += 1
+                continue
             if not keep_incomplete and not (a["eos"] and b["eos"]):
                 counts["incomplete"] += 1
                 continue
@@ -190,6 +194,7 @@ def run(cfg: CompareStageConfig) -> dict:
         os.remove(os.path.join(out, "samples.partial.jsonl"))
     E.barrier()
     E.print0(f"[compare] done: {len(rows)} responses, {counts['pairs']} pairs -> {counts['decided']} decided, "
-             f"{counts['ties']} ties, {counts['incomplete']} dropped (a response cut off before EOS); wrote "
+             f"{counts['ties']} ties, {counts['incomplete']} dropped (a response cut off before EOS), {counts['empty']} "
+             f"dropped (an empty response); wrote "
              f"{os.path.join(out, 'pairs.jsonl')}")
     return summary
