@@ -164,6 +164,8 @@ def test_short_tiny_pipeline_shows_each_effect(tmp_path):
                       [f"run_dir={tmp_path / 'run'}"])
     summary = pipeline.run(cfg)
     assert set(summary["stages"]) == {"base", "sft", "sft_control", "compare", "rm", "ppo_ptx", "ppo", "eval"}
+    compared = json.load(open(tmp_path / "run" / "compare" / "summary.json"))
+    assert compared["responses"] == 64 * 4 and compared["decided"] > 0, compared
     res = json.load(open(tmp_path / "run" / "eval" / "winrates.json"))
     c = res["candidates"]
     # the proxy: values-SFT beats base with the interval below 1/2, plain PPO beats SFT with it above
