@@ -98,25 +98,6 @@ def sample_responses(cfg: CompareStageConfig, prompt_ids: list[list[int]], out: 
     return sorted(rows, key=lambda x: (x["prompt_id"], x["sample"]))
 
 
-def build_judge(cfg: CompareStageConfig, device):
-    c = cfg.compare
-    if c.judge == "rubric":
-        from rlhf.eval.rubric import RubricJudge
-
-        return RubricJudge(cfg.rubric_judge.file, cfg.rubric_judge.tie_band)
-    if c.judge == "reward_model":
-        from rlhf.eval.model_judges import RewardModelJudge
-        from rlhf.models.reward import RewardScorer
-
-        scorer = RewardScorer.from_dir(cfg.reward_judge.model, device=device, dtype=cfg.model.dtype)
-        return RewardModelJudge(scorer, cfg.reward_judge.tie_band, cfg.reward_judge.missing_eos_score)
-    from rlhf.eval.model_judges import LLMJudge
-    from rlhf.stages.eval import load_policy
-
-    model, tok = load_policy(cfg.llm_judge.model, cfg.model.dtype, device)
-    return LLMJudge(model, tok, cfg.llm_judge.template, device)
-
-
 def make_pairs(prompts: list[dict], rows: list[dict], judge, keep_incomplete: bool = False) -> tuple[list[dict], dict]:
     """All K-choose-2 pairs of each prompt's responses judged; decided ones as preference rows. Returns
     (rows, counts) with counts of ``pairs`` considered, ``decided``, ``ties``, ``incomplete`` (dropped: an answer
@@ -175,7 +156,9 @@ def run(cfg: CompareStageConfig) -> dict:
              f"{cfg.model.name_or_path}; labeller judge: {cfg.compare.judge}; writing to {os.path.abspath(out)}")
     save_config(out, cfg)
     rows = sample_responses(cfg, prompt_ids, out, device)
-    judge = build_judge(cfg, device)
+    from rlhf.stages.eval import build_judge
+
+    judge = build_judge(cfg.compare.judge, cfg, cfg.model.dtype, device)
     pairs, counts = make_pairs(prompts, rows, judge, cfg.compare.keep_incomplete)
     if not pairs:
         raise RuntimeError(f"[compare] the judge decided none of {counts['pairs']} pairs ({counts}); nothing to "

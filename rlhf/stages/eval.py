@@ -95,25 +95,30 @@ def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict],
     return rows
 
 
+def build_judge(name: str, cfg, dtype: str, device):
+    """A machine judge from the ``rubric_judge`` / ``reward_judge`` / ``llm_judge`` sections of a stage config
+    (``rlhf eval`` and ``rlhf compare`` share them)."""
+    if name == "rubric":
+        from rlhf.eval.rubric import RubricJudge
+
+        return RubricJudge(cfg.rubric_judge.file, cfg.rubric_judge.tie_band)
+    if name == "reward_model":
+        from rlhf.eval.model_judges import RewardModelJudge
+        from rlhf.models.reward import RewardScorer
+
+        scorer = RewardScorer.from_dir(cfg.reward_judge.model, device=device, dtype=dtype)
+        return RewardModelJudge(scorer, cfg.reward_judge.tie_band, cfg.reward_judge.missing_eos_score)
+    if name == "llm":
+        from rlhf.eval.model_judges import LLMJudge
+
+        model, tok = load_policy(cfg.llm_judge.model, dtype, device)
+        return LLMJudge(model, tok, cfg.llm_judge.template, device)
+    raise ValueError(f"unknown machine judge {name!r}; choose from rubric, reward_model, llm")
+
+
 def build_judges(cfg: EvalStageConfig, device) -> dict:
-    judges = {}
-    for name in cfg.eval.judges:
-        if name == "rubric":
-            from rlhf.eval.rubric import RubricJudge
-
-            judges[name] = RubricJudge(cfg.rubric_judge.file, cfg.rubric_judge.tie_band)
-        elif name == "reward_model":
-            from rlhf.eval.model_judges import RewardModelJudge
-            from rlhf.models.reward import RewardScorer
-
-            scorer = RewardScorer.from_dir(cfg.reward_judge.model, device=device, dtype=cfg.eval.dtype)
-            judges[name] = RewardModelJudge(scorer, cfg.reward_judge.tie_band, cfg.reward_judge.missing_eos_score)
-        elif name == "llm":
-            from rlhf.eval.model_judges import LLMJudge
-
-            model, tok = load_policy(cfg.llm_judge.model, cfg.eval.dtype, device)
-            judges[name] = LLMJudge(model, tok, cfg.llm_judge.template, device)
-    return judges
+    """The machine judges of ``eval.judges`` (the human judge reads its verdicts from a sheet instead)."""
+    return {name: build_judge(name, cfg, cfg.eval.dtype, device) for name in cfg.eval.judges if name != "human"}
 
 
 def pair_items(prompts: list[dict], cand: list[dict], base: list[dict]) -> list[PairItem]:
