@@ -91,8 +91,17 @@ def test_rater_clicks_every_item_and_downloads_verdicts(tmp_path):
             click(r, c)
         assert progress.text == f"{half} / {len(rows)} rated"
         driver.refresh()
+        # the page restores the saved choices in a script after load: wait for it (up to 10 s) rather than race it
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        want = f"{half} / {len(rows)} rated"
+        try:
+            WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "progress-text").text == want)
+        except TimeoutException:
+            pass  # the assertion below reports what the page shows
         progress = driver.find_element(By.ID, "progress-text")
-        assert progress.text == f"{half} / {len(rows)} rated"
+        assert progress.text == want
         selected = driver.find_elements(By.CSS_SELECTOR, "button.choice.selected")
         assert [(b.get_attribute("data-item-id"), b.get_attribute("data-verdict")) for b in selected] == \
             [(r["item_id"], c) for r, c in zip(rows[:half], choices[:half])]
