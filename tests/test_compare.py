@@ -145,3 +145,32 @@ def test_an_interrupted_compare_resumes_after_its_last_batch_and_draws_the_same_
     calls.clear()
     compare.run(_cfg(other, micro_sft, "generation.max_new_tokens=20"))
     assert len(calls) == 4
+
+
+def test_a_batch_torn_by_a_crash_is_drawn_again_and_the_rest_resume(tmp_path, micro_sft, monkeypatch):
+    full = tmp_path / "full"
+    compare.run(_cfg(full, micro_sft))
+    real = compare.generate
+    calls = []
+
+    def interrupt_on_fourth(*a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    out = tmp_path / "torn"
+    monkeypatch.setattr(compare, "generate", interrupt_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run(_cfg(out, micro_sft))
+    partial = out / "samples.partial.jsonl"
+    lines = partial.read_text().splitlines(keepends=True)
+    assert len(lines) == 15  # batches 0-2 of 5 rows each
+    # a crash in the middle of writing batch 2: two of its rows complete, the third torn
+    partial.write_text("".join(lines[:12]) + lines[12][:20])
+    calls.clear()
+    monkeypatch.setattr(compare, "generate", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    compare.run(_cfg(out, micro_sft))
+    assert len(calls) == 2  # batches 2 (torn) and 3
+    assert _read(out / "samples.jsonl") == _read(full / "samples.jsonl")
+    assert _read(out / "pairs.jsonl") == _read(full / "pairs.jsonl")

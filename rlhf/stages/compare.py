@@ -61,18 +61,22 @@ def sample_responses(cfg: CompareStageConfig, prompt_ids: list[list[int]], out: 
     path = cfg.model.name_or_path
     key = fingerprint(model_stamp(path), path, prompt_ids, g.__dict__, c.responses_per_prompt, cfg.run.seed)
     partial = os.path.join(out, "samples.partial.jsonl")
-    rows = _read_partial(partial, key) if cfg.run.resume != "never" else []
-    done = {r["batch"] for r in rows}
-    # a batch holds whole groups of K: batch b covers jobs [b * bs, (b + 1) * bs) of (prompt, sample) pairs
+    # batch b covers jobs [b * bs, (b + 1) * bs) of the (prompt, sample) pairs
     jobs = [(p, k) for p in range(len(prompt_ids)) for k in range(c.responses_per_prompt)]
     n_batches = -(-len(jobs) // c.batch_size)
+    rows = _read_partial(partial, key) if cfg.run.resume != "never" else []
+    per_batch: dict[int, int] = {}
+    for r in rows:
+        per_batch[r["batch"]] = per_batch.get(r["batch"], 0) + 1
+    # done: every row of the batch on disk (a crash while writing one can leave only some of its rows)
+    done = {b for b, n in per_batch.items() if n == len(jobs[b * c.batch_size : (b + 1) * c.batch_size])}
     rows = [r for r in rows if r["batch"] in done]
     if done:
         E.print0(f"[compare] resuming: {len(done)}/{n_batches} batches of responses already in {partial}")
     model, tok = load_policy(path, cfg.model.dtype, device)
-    if E.is_main():
-        mode = "a" if rows else "w"
-        f = open(partial, mode, encoding="utf-8")
+    if E.is_main():  # start the file over with the finished batches only: new batches never follow a torn line
+        atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in rows))
+        f = open(partial, "a", encoding="utf-8")
     try:
         for b in tqdm(range(n_batches), desc="sample", disable=not cfg.run.progress or not E.is_main()):
             if b in done:
