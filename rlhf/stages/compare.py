@@ -9,9 +9,9 @@ sample -> rank -> pairs:
 2. A labeller judge compares every pair of a prompt's responses (K choose 2, as InstructGPT's labellers ranked
    K = 4..9 responses): ``rubric`` (the offline stand-in for human raters), ``reward_model`` or ``llm``.
 3. Every decided pair becomes a preference row ``{prompt, chosen, rejected, category, judge}`` in
-   ``OUT/pairs.jsonl``; ties are dropped, and so are pairs with an empty response or one cut off before EOS (the reward model
-   reads every response with an EOS appended, so it could not see why a truncated one lost; PPO penalises
-   truncation on its own, ``ppo.missing_eos_penalty``). ``rlhf rm`` trains on them through
+   ``OUT/pairs.jsonl``; ties are dropped, and so are pairs with an empty response or one cut off before EOS
+   (the reward model reads every response with an EOS appended, so it could not see why a truncated one lost;
+   PPO penalises truncation on its own, ``ppo.missing_eos_penalty``). ``rlhf rm`` trains on them through
    ``data.extra_train_files``.
 
 Why: a reward model trained only on hand-written pairs has never seen the policy's own text, and on it may agree
@@ -181,7 +181,6 @@ def run(cfg: CompareStageConfig) -> dict:
         os.remove(os.path.join(out, "samples.partial.jsonl"))
     E.barrier()
     E.print0(f"[compare] done: {len(rows)} responses, {counts['pairs']} pairs -> {counts['decided']} decided, "
-             f"{counts['ties']} ties, {counts['incomplete']} dropped (a response cut off before EOS), {counts['empty']} "
-             f"dropped (an empty response); wrote "
-             f"{os.path.join(out, 'pairs.jsonl')}")
+             f"{counts['ties']} ties, {counts['incomplete']} dropped (a response cut off before EOS), "
+             f"{counts['empty']} dropped (an empty response); wrote {os.path.join(out, 'pairs.jsonl')}")
     return summary

@@ -100,13 +100,14 @@ def run(cfg: RMStageConfig) -> dict:
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * -(-len(train_enc) // plan.global_batch))
     derived = {
         "world_size": plan.world_size, "global_batch": plan.global_batch, "micro_batch": plan.micro_batch,
-        "grad_accum": plan.grad_accum, "train_pairs": len(train_enc), "extra_train_pairs": len(train_enc) - n_main, "test_pairs": len(test_enc),
+        "grad_accum": plan.grad_accum, "train_pairs": len(train_enc), "extra_train_pairs": len(train_enc) - n_main,
+        "test_pairs": len(test_enc),
         "total_steps": total_steps, "parameters": total, "trainable_parameters": trainable,
     }
     E.print0(
-        f"[rm] {len(train_enc)} train pairs from {', '.join([d.train_file, *d.extra_train_files])}, {len(test_enc)} test pairs; {total / 1e6:.2f}M "
-        f"parameters, {trainable / 1e6:.2f}M trainable; {E.describe_engine(cfg.deepspeed, plan, cfg.train)}; "
-        f"about {total_steps} steps"
+        f"[rm] {len(train_enc)} train pairs from {', '.join([d.train_file, *d.extra_train_files])}, "
+        f"{len(test_enc)} test pairs; {total / 1e6:.2f}M parameters, {trainable / 1e6:.2f}M trainable; "
+        f"{E.describe_engine(cfg.deepspeed, plan, cfg.train)}; about {total_steps} steps"
     )
     kw = trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir, model)
     args = RewardConfig(**kw, max_length=None, center_rewards_coefficient=None, disable_dropout=True)
