@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from rlhf.config import STAGES, ConfigError, describe, load_config
+from rlhf.config import STAGES, ConfigError, check_model_sources, describe, load_config
 
 STAGE_HELP = {
     "pretrain": "pretrain a causal LM from a config (the tiny default's base model)",
@@ -21,6 +21,7 @@ STAGE_HELP = {
 
 def _stage(name: str, args: argparse.Namespace) -> int:
     cfg = load_config(STAGES[name], args.config, args.overrides)
+    check_model_sources(cfg)
     module = importlib.import_module(f"rlhf.stages.{name}")
     if name == "eval":
         module.run(cfg, import_human=args.import_human)

@@ -921,6 +921,10 @@ def load_config(cls: type, path: str | os.PathLike | None, overrides: list[str] 
             raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{name}: the top level must be a mapping of sections")
+        # A stage's saved OUT/config.yaml can be passed back as a config: its `derived` section (world size,
+        # batch arithmetic, parameter counts) is output, recomputed on every run, so it is not read.
+        if "derived" in data and "derived" not in {f.name for f in dataclasses.fields(cls)}:
+            data.pop("derived")
     keys: set[str] = set()
     for item in overrides:
         key, value = parse_override(item)
@@ -958,3 +962,57 @@ def describe(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[st
             continue
         rows.append((prefix + f.name, _type_name(tp), value, docs.get(f.name, "")))
     return rows
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def model_sources(cfg: Any) -> list[tuple[str, str, str]]:
+    """(key, value, kind) for every model or tokenizer a stage config will load; kind: model, tokenizer, gguf.
+
+    Judge models count only when their judge is used, so a stale path under an unused judge does not block a run.
+    """
+    out: list[tuple[str, str, str]] = []
+    model = getattr(cfg, "model", None)
+    if isinstance(model, ModelConfig):
+        if model.name_or_path:
+            out.append(("model.name_or_path", model.name_or_path, "gguf" if model.gguf_file else "model"))
+        if model.tokenizer:
+            out.append(("model.tokenizer", model.tokenizer, "tokenizer"))
+    if isinstance(cfg, PPOStageConfig):
+        out += [(f"{sec}.model", getattr(cfg, sec).model, "model") for sec in ("reward", "critic")
+                if getattr(cfg, sec).model]
+    judges: list[str] = []
+    if isinstance(cfg, EvalStageConfig):
+        out += [(f"models.{name}", path, "model") for name, path in cfg.models.items()]
+        judges = list(cfg.eval.judges)
+    elif isinstance(cfg, CompareStageConfig):
+        judges = [cfg.compare.judge]
+    if "reward_model" in judges and cfg.reward_judge.model:
+        out.append(("reward_judge.model", cfg.reward_judge.model, "model"))
+    if "llm" in judges and cfg.llm_judge.model:
+        out.append(("llm_judge.model", cfg.llm_judge.model, "model"))
+    return out
+
+
+def check_model_sources(cfg: Any) -> None:
+    """Fail before any loading when a model path a stage needs is missing or unfinished, naming its key.
+
+    A value is accepted when it is a directory holding a model (config.json) or tokenizer, or when it has the
+    shape of a hub id (``name`` or ``owner/name``); anything else, e.g. ``runs/tiny/sft`` before SFT has run,
+    is a :class:`ConfigError`.
+    """
+    markers = {"model": ("config.json",), "tokenizer": ("tokenizer.json", "tokenizer_config.json"), "gguf": ()}
+    for key, value, kind in model_sources(cfg):
+        path = os.path.expanduser(value)
+        if os.path.isdir(path):
+            need = markers[kind]
+            if need and not any(os.path.isfile(os.path.join(path, m)) for m in need):
+                raise ConfigError(
+                    f"{key}: {value} is a directory without {' or '.join(need)}, so it holds no {kind}; "
+                    "if an earlier stage writes it, that stage has not finished"
+                )
+        elif os.path.exists(path):
+            raise ConfigError(f"{key}: {value} is a file; expected a {kind} directory or a hub id")
+        elif not _HUB_ID.fullmatch(value) or ".." in value:
+            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form name or owner/name)")

@@ -115,13 +115,18 @@ def test_every_field_has_a_doc():
 
 
 def test_resolved_config_round_trips(tmp_path):
+    """A stage's saved OUT/config.yaml, derived section and all, loads back as the same config."""
     cfg = load_config(PretrainStageConfig, os.path.join(ROOT, "configs/tiny/pretrain.yaml"))
     text = dump_yaml(cfg, {"derived": {"global_batch": 32}})
+    assert yaml.safe_load(text)["derived"] == {"global_batch": 32}
     path = tmp_path / "resolved.yaml"
-    data = yaml.safe_load(text)
-    assert data.pop("derived") == {"global_batch": 32}
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(text)
     assert load_config(PretrainStageConfig, str(path)) == cfg
+    assert load_config(PretrainStageConfig, str(path), ["train.epochs=3"]).train.epochs == 3
+    # only `derived` is skipped: any other unknown top-level key still fails, naming its line
+    path.write_text(text + "derivd: {}\n")
+    with pytest.raises(ConfigError, match=r"resolved.yaml:\d+: unknown key 'derivd'"):
+        load_config(PretrainStageConfig, str(path))
 
 
 def stage_of(path: str) -> str | None:
@@ -171,3 +176,43 @@ def test_greedy_generation_rejects_sampling_filters(tmp_path):
     path = write(tmp_path, "model:\n  name_or_path: x\nreward:\n  function: a:b\nppo:\n  gather_for_generation: 1\n")
     with pytest.raises(ConfigError, match="'ppo.gather_for_generation' expects bool"):
         load_config(PPOStageConfig, path)
+
+
+def test_missing_or_unfinished_model_paths_fail_before_loading_naming_the_key(tmp_path, capsys):
+    """`rlhf <stage>` checks every model path it will load: a typo or an unfinished stage names its key, and
+    nothing is written to the output directory."""
+    from rlhf.cli import main as cli_main
+    from rlhf.config import EvalStageConfig, PPOStageConfig, check_model_sources
+
+    sft = os.path.join(ROOT, "configs/tiny/sft.yaml")
+    out = tmp_path / "out"
+    assert cli_main(["sft", sft, f"model.name_or_path={tmp_path}/no_such_run/sft", f"run.output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert f"model.name_or_path: {tmp_path}/no_such_run/sft: no such directory" in err, err
+    assert not out.exists()
+
+    unfinished = tmp_path / "rm"  # a stage's output directory before the stage has finished
+    (unfinished / "checkpoints").mkdir(parents=True)
+    model_dir = tmp_path / "sft"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    ppo = load_config(PPOStageConfig, os.path.join(ROOT, "configs/tiny/ppo.yaml"),
+                      [f"model.name_or_path={model_dir}", f"reward.model={unfinished}"])
+    with pytest.raises(ConfigError, match=r"^reward\.model: .*/rm is a directory without config\.json.*not finished"):
+        check_model_sources(ppo)
+    # hub ids pass through to the hub (nothing is downloaded here); a file is not a model directory
+    check_model_sources(load_config(PPOStageConfig, os.path.join(ROOT, "configs/tiny/ppo.yaml"),
+                                    ["model.name_or_path=HuggingFaceTB/SmolLM2-135M", f"reward.model={model_dir}"]))
+    with pytest.raises(ConfigError, match=r"^model\.name_or_path: .*config\.json is a file"):
+        check_model_sources(load_config(PPOStageConfig, os.path.join(ROOT, "configs/tiny/ppo.yaml"),
+                                        [f"model.name_or_path={model_dir}/config.json", f"reward.model={model_dir}"]))
+
+    # eval: every candidate is checked; a judge's model only when that judge runs
+    ev = [f"models={{sft: {model_dir}, ppo: {tmp_path}/ppo}}", f"reward_judge.model={tmp_path}/gone"]
+    with pytest.raises(ConfigError, match=r"^models\.ppo: .*/ppo: no such directory"):
+        check_model_sources(load_config(EvalStageConfig, os.path.join(ROOT, "configs/tiny/eval.yaml"), ev))
+    ev[0] = f"models={{sft: {model_dir}, ppo: {model_dir}}}"
+    with pytest.raises(ConfigError, match=r"^reward_judge\.model: .*/gone: no such directory"):
+        check_model_sources(load_config(EvalStageConfig, os.path.join(ROOT, "configs/tiny/eval.yaml"), ev))
+    check_model_sources(load_config(EvalStageConfig, os.path.join(ROOT, "configs/tiny/eval.yaml"),
+                                    ev + ["eval.judges=[rubric]"]))

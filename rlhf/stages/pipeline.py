@@ -32,7 +32,7 @@ import sys
 import time
 
 from rlhf import engine as E
-from rlhf.config import STAGES, ConfigError, PipelineConfig, load_config
+from rlhf.config import STAGES, ConfigError, PipelineConfig, check_model_sources, load_config
 from rlhf.outputs import is_finished, read_json, save_config, write_json
 
 
@@ -214,6 +214,7 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProg
         gc.collect()
         was_reset = reset_peak_rss()
         ts = time.time()
+        check_model_sources(scfg)  # an earlier stage's output is checked only now that it should exist
         module = __import__(f"rlhf.stages.{s.command}", fromlist=["run"])
         module.run(scfg)
         view.end_stage()
