@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 
 import pytest
 import yaml
@@ -159,6 +160,7 @@ def test_short_tiny_pipeline_shows_each_effect(tmp_path):
     (rubric) directions of PPO are not asserted: the full tiny default shows them with 18 iterations of 160-token
     rollouts (README, "Measured on the tiny default") and small margins; the 12 iterations of 48 tokens here were
     not measured to show them, and a test of an unmeasured direction would be a coin toss, not a check.
+    The finished run then serves launch/ptx_sweep.sh (one extra coefficient, 2 iterations).
     """
     cfg = load_config(PipelineConfig, os.path.join(ROOT, "configs/tiny/pipeline_short.yaml"),
                       [f"run_dir={tmp_path / 'run'}"])
@@ -180,3 +182,23 @@ def test_short_tiny_pipeline_shows_each_effect(tmp_path):
     assert len(curve["gold_rubric"]) == len(curve["proxy_reward"]) == len(curve["iteration"]) == 12
     for png in ("winrates.png", "proxy_vs_gold.png", "perplexity.png"):
         assert os.path.getsize(tmp_path / "run" / "eval" / png) > 1000, png
+
+    # launch/ptx_sweep.sh on the finished run: one more PPO from the run's own PPO-ptx config (2 iterations here),
+    # evaluated beside the run's SFT, PPO and PPO-ptx, whose perplexities must match the pipeline's evaluation
+    from .distributed.runner import LAUNCH_ENV  # the in-process stages set these; a new process must not reuse them
+
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    env["PPO_OVERRIDES"] = "ppo.iterations=2 run.progress=false"
+    done = subprocess.run(["bash", os.path.join(ROOT, "launch/ptx_sweep.sh"), str(tmp_path / "run"), "0.5"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    swept = yaml.safe_load(open(tmp_path / "run" / "ptx_sweep" / "ptx_0.5" / "config.yaml"))
+    original = yaml.safe_load(open(tmp_path / "run" / "ppo_ptx" / "config.yaml"))
+    assert swept["ppo"]["ptx_coef"] == 0.5 and swept["ppo"]["iterations"] == 2
+    assert swept["generation"] == original["generation"] and swept["reward"] == original["reward"]
+    sweep = json.load(open(tmp_path / "run" / "ptx_sweep" / "eval" / "winrates.json"))
+    sppl = {m: r["perplexity"] for m, r in sweep["perplexity"].items()}
+    assert set(sppl) == {"sft", "ppo", "ppo_ptx", "ptx_0.5"}
+    for m in ("sft", "ppo", "ppo_ptx"):
+        assert sppl[m] == pytest.approx(ppl[m], rel=1e-6), (m, sppl, ppl)
+    assert "ptx_0.5" in sweep["candidates"]
