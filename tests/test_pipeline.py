@@ -128,6 +128,7 @@ def test_pipeline_records_time_and_peak_memory_of_each_stage(tmp_path, monkeypat
             block[i] = 1
         os.makedirs(cfg.run.output_dir, exist_ok=True)
         open(os.path.join(cfg.run.output_dir, "summary.json"), "w").write("{}")
+        open(os.path.join(cfg.run.output_dir, "config.json"), "w").write("{}")  # the model the next stage reads
 
     def small_stage(cfg):
         os.makedirs(cfg.run.output_dir, exist_ok=True)
