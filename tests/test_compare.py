@@ -114,21 +114,25 @@ def test_compare_labels_samples_with_the_rubric_and_the_reward_stage_trains_on_t
     assert derived["train_pairs"] == 8 + len(pairs) and derived["extra_train_pairs"] == len(pairs)
 
 
+def _count_generate(monkeypatch, real, calls: list, interrupt_at: int = 0) -> None:
+    """Patch compare.generate to record each call in ``calls`` and, at call ``interrupt_at``, raise Ctrl-C."""
+
+    def generate(*a, **kw):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(compare, "generate", generate)
+
+
 def test_an_interrupted_compare_resumes_after_its_last_batch_and_draws_the_same_responses(
         tmp_path, micro_sft, monkeypatch):
     full = tmp_path / "full"
     compare.run(_cfg(full, micro_sft))
-    real = compare.generate
-    calls = []
-
-    def interrupt_on_third(*a, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
+    real, calls = compare.generate, []
     out = tmp_path / "resumed"
-    monkeypatch.setattr(compare, "generate", interrupt_on_third)
+    _count_generate(monkeypatch, real, calls, interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
         compare.run(_cfg(out, micro_sft))
     assert len({r["batch"] for r in _read(out / "samples.partial.jsonl")}) == 2 and not (out / "summary.json").exists()
@@ -136,7 +140,7 @@ def test_an_interrupted_compare_resumes_after_its_last_batch_and_draws_the_same_
     other.mkdir()
     shutil.copy(out / "samples.partial.jsonl", other / "samples.partial.jsonl")
     calls.clear()
-    monkeypatch.setattr(compare, "generate", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    _count_generate(monkeypatch, real, calls)
     compare.run(_cfg(out, micro_sft))
     assert len(calls) == 4 - 2  # 18 responses in batches of 5: 4 batches, 2 were done
     assert _read(out / "samples.jsonl") == _read(full / "samples.jsonl")
@@ -150,17 +154,9 @@ def test_an_interrupted_compare_resumes_after_its_last_batch_and_draws_the_same_
 def test_a_batch_torn_by_a_crash_is_drawn_again_and_the_rest_resume(tmp_path, micro_sft, monkeypatch):
     full = tmp_path / "full"
     compare.run(_cfg(full, micro_sft))
-    real = compare.generate
-    calls = []
-
-    def interrupt_on_fourth(*a, **kw):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
+    real, calls = compare.generate, []
     out = tmp_path / "torn"
-    monkeypatch.setattr(compare, "generate", interrupt_on_fourth)
+    _count_generate(monkeypatch, real, calls, interrupt_at=4)
     with pytest.raises(KeyboardInterrupt):
         compare.run(_cfg(out, micro_sft))
     partial = out / "samples.partial.jsonl"
@@ -169,7 +165,7 @@ def test_a_batch_torn_by_a_crash_is_drawn_again_and_the_rest_resume(tmp_path, mi
     # a crash in the middle of writing batch 2: two of its rows complete, the third torn
     partial.write_text("".join(lines[:12]) + lines[12][:20])
     calls.clear()
-    monkeypatch.setattr(compare, "generate", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    _count_generate(monkeypatch, real, calls)
     compare.run(_cfg(out, micro_sft))
     assert len(calls) == 2  # batches 2 (torn) and 3
     assert _read(out / "samples.jsonl") == _read(full / "samples.jsonl")
