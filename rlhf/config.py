@@ -569,10 +569,15 @@ class EvalStageConfig:
             raise ValueError("models: name at least a baseline and one candidate (name: path)")
         if self.eval.baseline not in self.models:
             raise ValueError(f"models: the baseline {self.eval.baseline!r} (eval.baseline) is not among {sorted(self.models)}")
-        if "reward_model" in self.eval.judges and not self.reward_judge.model:
-            raise ValueError("models: judges include reward_model but reward_judge.model is empty")
-        if "llm" in self.eval.judges and not self.llm_judge.model:
-            raise ValueError("models: judges include llm but llm_judge.model is empty")
+        for judge, section in _judge_models(self.eval.judges):
+            if not getattr(self, section).model:
+                raise ValueError(f"models: judges include {judge} but {section}.model is empty")
+
+
+def _judge_models(judges: list[str]) -> list[tuple[str, str]]:
+    """(judge, config section) for each judge in ``judges`` that loads a model (eval and compare share these)."""
+    sections = {"reward_model": "reward_judge", "llm": "llm_judge"}
+    return [(j, sections[j]) for j in judges if j in sections]
 
 
 @dataclass
@@ -625,10 +630,9 @@ class CompareStageConfig:
     def check(self) -> None:
         if not self.model.name_or_path:
             raise ValueError("model: name_or_path: the model to sample from (the SFT model)")
-        if self.compare.judge == "reward_model" and not self.reward_judge.model:
-            raise ValueError("compare: judge is reward_model but reward_judge.model is empty")
-        if self.compare.judge == "llm" and not self.llm_judge.model:
-            raise ValueError("compare: judge is llm but llm_judge.model is empty")
+        for judge, section in _judge_models([self.compare.judge]):
+            if not getattr(self, section).model:
+                raise ValueError(f"compare: judge is {judge} but {section}.model is empty")
 
 
 @dataclass
@@ -988,10 +992,8 @@ def model_sources(cfg: Any) -> list[tuple[str, str, str]]:
         judges = list(cfg.eval.judges)
     elif isinstance(cfg, CompareStageConfig):
         judges = [cfg.compare.judge]
-    if "reward_model" in judges and cfg.reward_judge.model:
-        out.append(("reward_judge.model", cfg.reward_judge.model, "model"))
-    if "llm" in judges and cfg.llm_judge.model:
-        out.append(("llm_judge.model", cfg.llm_judge.model, "model"))
+    out += [(f"{section}.model", getattr(cfg, section).model, "model") for _, section in _judge_models(judges)
+            if getattr(cfg, section).model]
     return out
 
 
