@@ -30,13 +30,14 @@ import torch
 
 from rlhf.algos.linearity import chance_level, fit_linear_map, layer_scores
 from rlhf.data.text import tokenize_blocks
+from rlhf.errors import RlhfError
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.layers import LinearBlock, SkipBlock, decoder_layers, residual_stream
 from rlhf.models.loading import disable_dropout, is_model_dir
 from rlhf.outputs import atomic_write_text, write_json
 
 
-class AnalysisError(ValueError):
+class AnalysisError(RlhfError, ValueError):
     """A bad request (sample larger than the text, K out of range, too few tokens): printed without a traceback."""
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from rlhf.config import STAGES, ConfigError, check_model_sources, describe, load_config
+from rlhf.errors import RlhfError
 
 STAGE_HELP = {
     "pretrain": "pretrain a causal LM from a config (the tiny default's base model)",
@@ -195,18 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     _defaults_for_check(args)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as e:
+    except (RlhfError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:
-        from rlhf.analyze import AnalysisError
-        from rlhf.data.formats import DataError
-
-        if isinstance(e, (DataError, AnalysisError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 import yaml
 
+from rlhf.errors import RlhfError
 
-class ConfigError(ValueError):
+
+class ConfigError(RlhfError, ValueError):
     """A configuration problem; the message names the file, line and key."""
 
 

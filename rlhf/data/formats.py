@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from rlhf.errors import RlhfError
+
 ROLES = ("system", "user", "assistant")
 Messages = list[dict[str, str]]
 
@@ -34,7 +36,7 @@ class Problem:
         return f"{self.path}:{self.line}: {self.reason}"
 
 
-class DataError(ValueError):
+class DataError(RlhfError, ValueError):
     """One or more bad rows; the message lists them (file:line: reason)."""
 
     def __init__(self, problems: list[Problem], limit: int = 20):

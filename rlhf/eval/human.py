@@ -33,6 +33,8 @@ import os
 import random
 from typing import NamedTuple
 
+from rlhf.errors import RlhfError
+
 from .judges import PairItem
 
 KEY_FORMAT = "rlhf-annotation-key/1"
@@ -49,7 +51,7 @@ class SheetPaths(NamedTuple):
     key: str
 
 
-class VerdictError(ValueError):
+class VerdictError(RlhfError, ValueError):
     """Bad verdict or key file; the message lists every problem as ``file:line: reason``."""
 
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from rlhf.errors import RlhfError
+
 from .judges import PairItem
 
 DEFAULT_RUBRIC = "data/palms/rubric.yaml"
@@ -60,7 +62,7 @@ _WORD = re.compile(r"[\w']+")
 _CLAUSE_END = re.compile(r"[.!?;:,\"()]|\bbut\b|\bhowever\b")
 
 
-class RubricError(ValueError):
+class RubricError(RlhfError, ValueError):
     """A malformed rubric file; the message names the file and the key."""
 
 
