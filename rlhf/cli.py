@@ -177,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", default="runs/analysis", help="output directory (default runs/analysis)")
         sp.set_defaults(func=lambda a: importlib.import_module("rlhf.analyze").main(a))
 
+    rp = sub.add_parser("report", help="the tables README and docs quote (stages, win rates, ptx sweep), from run "
+                                       "directories of rlhf pipeline")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of rlhf pipeline (several: side by side)")
+    rp.add_argument("--out", help="Markdown file to write (default: print)")
+    rp.add_argument("--title", default="", help="heading of the generated file")
+    rp.set_defaults(func=lambda a: importlib.import_module("rlhf.report").main(a))
+
     cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
     cs.add_argument("stage", choices=list(STAGES))
     cs.set_defaults(func=_config_show)

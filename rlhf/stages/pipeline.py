@@ -34,6 +34,7 @@ import time
 from rlhf import engine as E
 from rlhf.config import STAGES, ConfigError, PipelineConfig, check_model_sources, load_config
 from rlhf.outputs import is_finished, read_json, save_config, write_json
+from rlhf.report import code_version
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, str]:
@@ -192,6 +193,7 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProg
     summary_path = os.path.join(cfg.run_dir, "pipeline_summary.json")
     previous = read_json(summary_path).get("stages", {}) if os.path.exists(summary_path) else {}
     n = len(cfg.stages)
+    code = code_version()  # which code ran each stage: rlhf report names it beside the figures
     timings: dict[str, dict] = {}
     done_expected = done_actual = 0.0
     for i, (s, scfg) in enumerate(zip(cfg.stages, configs)):
@@ -221,15 +223,16 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProg
         took = time.time() - ts
         gib, source = peak_rss(was_reset)
         timings[s.name] = {"seconds": round(took, 1), "peak_rss_gib": round(gib, 2), "peak_rss_source": source,
-                           **({"resumed": True} if resuming else {})}
+                           "code": code, **({"resumed": True} if resuming else {})}
         done_expected += s.expected_minutes * 60
         done_actual += took
         gc.collect()
         E.print0(f"[pipeline {i + 1}/{n}] {s.name} took {fmt_min(took)}, peak RSS {gib:.2f} GiB ({source})")
         if E.is_main():  # after every stage, so a crash later keeps the figures of the stages that finished
-            write_json(summary_path, {"stage": "pipeline", "stages": timings, "complete": False,
+            write_json(summary_path, {"stage": "pipeline", "code": code, "stages": timings, "complete": False,
                                       "wall_time_s": round(time.time() - t0, 1)})
-    summary = {"stage": "pipeline", "stages": timings, "complete": True, "wall_time_s": round(time.time() - t0, 1)}
+    summary = {"stage": "pipeline", "code": code, "stages": timings, "complete": True,
+               "wall_time_s": round(time.time() - t0, 1)}
     if E.is_main():
         write_json(summary_path, summary)
     E.print0(f"[pipeline] done in {fmt_min(time.time() - t0)}; per stage (rank 0):\n{stage_table(timings)}")
