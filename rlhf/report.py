@@ -303,7 +303,8 @@ def _provenance(run_dir: str) -> str:
     if not seen:
         return "an unrecorded code version"
     if len(seen) == 1:
-        return f"code commit {next(iter(seen))}"
+        only = next(iter(seen))
+        return only if only.startswith("an ") else f"code commit {only}"
     return "code commits " + "; ".join(f"{k} ({', '.join(v)})" for k, v in seen.items())
 
 
