@@ -184,6 +184,19 @@ def test_short_tiny_pipeline_shows_each_effect(tmp_path):
     for png in ("winrates.png", "proxy_vs_gold.png", "perplexity.png"):
         assert os.path.getsize(tmp_path / "run" / "eval" / png) > 1000, png
 
+    # rlhf report regenerates the quoted tables from this run: every candidate's rubric win rate and interval as
+    # winrates.json holds them, the stage rows with the pipeline's wall times, and the commit that ran the stages
+    from rlhf.report import build
+
+    text = build([str(tmp_path / "run")])
+    for name, by_judge in c.items():
+        o = by_judge["rubric"]["overall"]
+        cell = f"{100 * o['win_rate']:.1f}% [{100 * o['ci_low']:.1f}, {100 * o['ci_high']:.1f}]"
+        assert f"| {name} | {cell} | {o['wins']} / {o['ties']} / {o['losses']} |" in text, (name, cell)
+    rm_summary = json.load(open(tmp_path / "run" / "rm" / "summary.json"))
+    assert f"| rm | rm | {rm_summary['steps']} steps on `data/preferences/train.jsonl`" in text
+    assert summary["code"]["version"] and all(t["code"] == summary["code"] for t in summary["stages"].values())
+
     # launch/ptx_sweep.sh on the finished run: one more PPO from the run's own PPO-ptx config (2 iterations here),
     # evaluated beside the run's SFT, PPO and PPO-ptx, whose perplexities must match the pipeline's evaluation
     from .distributed.runner import LAUNCH_ENV  # the in-process stages set these; a new process must not reuse them
