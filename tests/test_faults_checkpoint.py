@@ -240,3 +240,73 @@ def test_trainer_resume_of_untampered_zero_checkpoints_still_works(tmp_path, tra
     module, cfg = STAGES[stage]
     summary = module.run(cfg(out, micro_base, zero, "train.max_steps=2"))
     assert summary["steps"] == 2
+
+
+# ---- model loading: safetensors only ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pickle_only_model(tmp_path_factory, micro_base) -> tuple[str, str]:
+    """The micro base with its weights in pytorch_model.bin only, a pickle that would create a marker file."""
+    from safetensors.torch import load_file
+
+    d = tmp_path_factory.mktemp("pickle_model")
+    for name in os.listdir(micro_base):
+        if name.endswith((".json", ".jinja")) and name != "summary.json":
+            shutil.copy(os.path.join(micro_base, name), d / name)
+    marker = str(d.parent / f"{d.name}-pwned")
+    state = dict(load_file(os.path.join(micro_base, "model.safetensors")))
+    torch.save({**state, "payload": Payload(marker)}, d / "pytorch_model.bin")
+    return str(d), marker
+
+
+def _loaders():
+    from types import SimpleNamespace
+
+    from rlhf import analyze, label
+    from rlhf.config import ModelConfig
+    from rlhf.models import importer
+    from rlhf.models.loading import load_causal_lm
+    from rlhf.models.reward import RewardScorer, load_reward_backbone
+    from rlhf.stages import eval as eval_stage
+
+    return {
+        "load_causal_lm": lambda p, tmp: load_causal_lm(ModelConfig(name_or_path=p)),
+        "load_reward_backbone": lambda p, tmp: load_reward_backbone(ModelConfig(name_or_path=p), None),
+        "RewardScorer.from_dir": lambda p, tmp: RewardScorer.from_dir(p),
+        "model import": lambda p, tmp: importer.import_model(p, str(tmp / "imported")),
+        "eval load_policy": lambda p, tmp: eval_stage.load_policy(p, "float32", "cpu"),
+        "analyze load_model": lambda p, tmp: analyze.load_model(p, "cpu"),
+        "label llm judge": lambda p, tmp: label.make_judge(SimpleNamespace(judge="llm", model=p)),
+    }
+
+
+@pytest.mark.parametrize("loader", ["load_causal_lm", "load_reward_backbone", "RewardScorer.from_dir", "model import",
+                                    "eval load_policy", "analyze load_model", "label llm judge"])
+def test_a_model_dir_with_only_pickle_weights_is_refused_unread(tmp_path, pickle_only_model, loader):
+    path, marker = pickle_only_model
+    with pytest.raises(CheckpointError) as e:
+        _loaders()[loader](path, tmp_path)
+    assert str(e.value).startswith(f"{path}: its weights are only in pytorch_model.bin")
+    assert "safetensors only" in str(e.value)
+    assert not os.path.exists(marker)
+
+
+def test_a_model_dir_without_weights_is_one_error(tmp_path, pickle_only_model):
+    from rlhf.config import ModelConfig
+    from rlhf.models.loading import load_causal_lm
+
+    d = tmp_path / "no_weights"
+    shutil.copytree(pickle_only_model[0], d, ignore=shutil.ignore_patterns("*.bin"))
+    with pytest.raises(CheckpointError, match="holds no model.safetensors"):
+        load_causal_lm(ModelConfig(name_or_path=str(d)))
+
+
+def test_cli_refuses_pickle_weights_with_one_error_line(tmp_path, pickle_only_model, capsys):
+    from rlhf.cli import main
+
+    path, marker = pickle_only_model
+    code = main(["model", "import", path, str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {path}: its weights are only in pytorch_model.bin")
+    assert "Traceback" not in err and not os.path.exists(marker) and not os.path.exists(tmp_path / "out")
