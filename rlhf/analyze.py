@@ -33,7 +33,7 @@ from rlhf.data.text import tokenize_blocks
 from rlhf.errors import RlhfError
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.layers import LinearBlock, SkipBlock, decoder_layers, residual_stream
-from rlhf.models.loading import disable_dropout, is_model_dir
+from rlhf.models.loading import disable_dropout, from_pretrained, is_model_dir
 from rlhf.outputs import atomic_write_text, write_json
 
 
@@ -92,7 +92,6 @@ def load_model(path: str, device: str, trust_remote_code: bool = False, causal_l
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    kw = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     try:
         conf = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
@@ -103,7 +102,7 @@ def load_model(path: str, device: str, trust_remote_code: bool = False, causal_l
         raise AnalysisError(f"{path}: a sequence-classification model ({archs[0]}); prune measures perplexity "
                             "and needs a causal LM")
     cls = AutoModelForSequenceClassification if kind == "reward_model" else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=torch.float32, **kw)
+    model = from_pretrained(cls, path, dtype=torch.float32, trust_remote_code=trust_remote_code)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

@@ -73,7 +73,9 @@ def make_judge(args):
 
     if not args.model:
         raise ValueError("--model: the judge LM is required with --judge llm")
-    return LLMJudge(AutoModelForCausalLM.from_pretrained(args.model, use_safetensors=True),
+    from rlhf.models.loading import from_pretrained
+
+    return LLMJudge(from_pretrained(AutoModelForCausalLM, args.model),
                     AutoTokenizer.from_pretrained(args.model))
 
 

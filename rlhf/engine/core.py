@@ -459,7 +459,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str, engines: dict) -> dict:
-    """Restore ``engines`` (model, optimizer, scheduler) and this rank's RNG; return the saved state dict."""
+    """Restore ``engines`` (model, optimizer, scheduler) and this rank's RNG; return the saved state dict.
+
+    Every file is read as data (weights_only, :mod:`rlhf.engine.safeload`); a file that would run code is a
+    :class:`rlhf.errors.CheckpointError` naming it."""
     with open(os.path.join(path, "state.json")) as f:
         state = json.load(f)
     if state.get("world_size") != world_size():
@@ -467,8 +470,12 @@ def load_checkpoint(path: str, engines: dict) -> dict:
             f"{path} was written by {state.get('world_size')} processes; resume it with the same number "
             f"(this run has {world_size()})"
         )
+    from rlhf.engine.safeload import safe_loading
+
     for name, eng in engines.items():
-        load_path, _ = eng.load_checkpoint(path, tag=name, load_optimizer_states=True, load_lr_scheduler_states=True)
+        with safe_loading():  # DeepSpeed unpickles its files in full: weights only (rlhf.engine.safeload)
+            load_path, _ = eng.load_checkpoint(path, tag=name, load_optimizer_states=True,
+                                               load_lr_scheduler_states=True)
         if load_path is None:
             raise RuntimeError(f"{path}: no checkpoint for '{name}'")
     rng_file = os.path.join(path, f"rng_rank{rank()}")

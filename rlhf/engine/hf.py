@@ -9,6 +9,7 @@ Facts this encodes (checked on transformers 5 / accelerate 1.x / TRL 1.x):
   the ``deepspeed:`` section and removes them.
 - HF writes ``checkpoint-N`` directories non-atomically; :class:`CheckpointMarker` drops a ``COMPLETE`` file into
   each once the save has returned, and :func:`find_hf_checkpoint` only resumes from marked ones.
+- DeepSpeed reads the checkpoint's .pt files with a full unpickle: :func:`train_resuming` makes it weights only.
 """
 
 from __future__ import annotations
@@ -118,6 +119,16 @@ def find_hf_checkpoint(resume: str, ckpt_dir: str) -> str | None:
         if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.exists(os.path.join(path, COMPLETE)):
             found.append((int(name[11:]), path))
     return max(found)[1] if found else None
+
+
+def train_resuming(trainer, resume_from: str | None):
+    """``trainer.train(resume_from_checkpoint=resume_from)``, every checkpoint file read as data: the Trainer resumes
+    DeepSpeed's files through DeepSpeed's full unpickle, and restores its RNG state inside the training loop, so the
+    whole call runs under :func:`rlhf.engine.safeload.safe_loading` (a refused file is a CheckpointError)."""
+    from rlhf.engine.safeload import safe_loading
+
+    with safe_loading(resume_from):
+        return trainer.train(resume_from_checkpoint=resume_from)
 
 
 def save_final_model(trainer, tok, out: str, lora_base=None) -> None:

@@ -20,7 +20,7 @@ def load_source(src: str, gguf_file: str = "", dtype: str = "float32", trust_rem
     """(model, tokenizer) from a .gguf path, a directory + GGUF file name, or a hub id / HF directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlhf.models.loading import DTYPES
+    from rlhf.models.loading import DTYPES, from_pretrained
 
     if os.path.isfile(src) and src.endswith(".gguf"):
         src, gguf_file = os.path.dirname(src) or ".", os.path.basename(src)
@@ -30,7 +30,7 @@ def load_source(src: str, gguf_file: str = "", dtype: str = "float32", trust_rem
             raise FileNotFoundError(f"{os.path.join(src, gguf_file)}: no such GGUF file")
         kw["gguf_file"] = gguf_file
     tok = AutoTokenizer.from_pretrained(src, **kw)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype], **kw, **({} if gguf_file else {"use_safetensors": True}))
+    model = from_pretrained(AutoModelForCausalLM, src, dtype=DTYPES[dtype], **kw)
     return model.eval(), tok
 
 

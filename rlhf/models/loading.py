@@ -1,7 +1,7 @@
 """Load and build models and tokenizers: hub id or local path, from a config, optional LoRA.
 
-Weights load from safetensors only (``use_safetensors=True``); ``trust_remote_code`` is off unless the config
-turns it on. Dropout is switched off in every model we load (RLHF implementation detail 9 in README).
+Weights load from safetensors only (:func:`from_pretrained`: ``use_safetensors=True``, and a directory whose weights
+are only pickles is refused before anything reads it); ``trust_remote_code`` is off unless the config turns it on. Dropout is switched off in every model we load (RLHF implementation detail 9 in README).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from rlhf.config import LoraConfig, ModelConfig
+from rlhf.errors import CheckpointError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -22,6 +23,41 @@ def _hub_kwargs(cfg: ModelConfig) -> dict:
     if cfg.revision:
         kw["revision"] = cfg.revision
     return kw
+
+
+# weight files that are pickles (or other formats transformers may read instead of safetensors)
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack")
+
+
+def require_safetensors(path: str) -> None:
+    """A local model directory must hold safetensors weights; one whose weights are only pickles (e.g.
+    ``pytorch_model.bin``, which can run code when loaded) is a :class:`CheckpointError` naming it."""
+    if not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickles = sorted(n for n in names if n.endswith(PICKLE_WEIGHTS) and n != "training_args.bin")
+    found = f"its weights are only in {', '.join(pickles)}, which can run code when loaded" if pickles else (
+        "it holds no model.safetensors")
+    raise CheckpointError(
+        f"{path}: {found}: models load from safetensors only. Point at a directory saved with safetensors, or, "
+        "if you trust the files, convert them once (save_pretrained writes model.safetensors)"
+    )
+
+
+def from_pretrained(cls, path: str, **kw):
+    """``cls.from_pretrained(path, **kw)`` with weights from safetensors only (GGUF when ``gguf_file`` is given): a
+    directory or hub repository without safetensors weights is a :class:`CheckpointError`, and no pickle is read."""
+    if kw.get("gguf_file"):
+        return cls.from_pretrained(path, **kw)
+    require_safetensors(path)
+    try:
+        return cls.from_pretrained(path, use_safetensors=True, **kw)
+    except OSError as e:
+        if "safetensors" not in str(e):
+            raise
+        raise CheckpointError(f"{path}: no safetensors weights ({e}); models load from safetensors only") from None
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
@@ -99,10 +135,8 @@ def load_causal_lm(cfg: ModelConfig, tok: PreTrainedTokenizerBase | None = None)
     kw = _hub_kwargs(cfg)
     if cfg.gguf_file:
         kw["gguf_file"] = cfg.gguf_file
-    else:
-        kw["use_safetensors"] = True
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kw
+    model = from_pretrained(
+        AutoModelForCausalLM, cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kw
     )
     return _finish(model, tok)
 

@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification
 from rlhf.config import ModelConfig
 from rlhf.data.formats import Messages
 from rlhf.data.sft import encode_completion, encode_prompt
-from rlhf.models.loading import DTYPES, _finish, _hub_kwargs
+from rlhf.models.loading import DTYPES, _finish, _hub_kwargs, from_pretrained
 
 NORMALIZATION_FILE = "reward_normalization.json"
 
@@ -35,10 +35,8 @@ def load_reward_backbone(cfg: ModelConfig, tok, seed: int = 0, head_std: float =
     kw = _hub_kwargs(cfg)
     if cfg.gguf_file:
         kw["gguf_file"] = cfg.gguf_file
-    else:
-        kw["use_safetensors"] = True
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        cfg.name_or_path, num_labels=1, dtype=DTYPES[cfg.dtype], output_loading_info=True,
+    model, info = from_pretrained(
+        AutoModelForSequenceClassification, cfg.name_or_path, num_labels=1, dtype=DTYPES[cfg.dtype], output_loading_info=True,
         attn_implementation=cfg.attn_implementation, **kw,
     )
     head = _head(model)
@@ -133,7 +131,7 @@ class RewardScorer:
         from transformers import AutoTokenizer
 
         tok = tokenizer or AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True)
+        model = from_pretrained(AutoModelForSequenceClassification, path, dtype=DTYPES[dtype])
         model.to(device).eval()
         return cls(model, tok, Normalization.load(path), device, batch_size)
 

@@ -33,7 +33,7 @@ from rlhf.eval import report as R
 from rlhf.eval import stats
 from rlhf.eval.judges import PairItem
 from rlhf.eval.perplexity import lm_loss, perplexity
-from rlhf.models.loading import DTYPES
+from rlhf.models.loading import DTYPES, from_pretrained
 from rlhf.models.policy import generate
 from rlhf.outputs import atomic_write_text, save_config, write_json
 
@@ -42,7 +42,7 @@ def load_policy(path: str, dtype: str, device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True).to(device).eval()
+    model = from_pretrained(AutoModelForCausalLM, path, dtype=DTYPES[dtype]).to(device).eval()
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
         raise ValueError(f"models: {path} has no PAD token distinct from EOS (train it with rlhf, or add one)")
     return model, tok

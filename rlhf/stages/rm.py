@@ -33,6 +33,7 @@ from rlhf.engine.hf import (
     ProgressCallback,
     find_hf_checkpoint,
     save_final_model,
+    train_resuming,
     trainer_kwargs,
 )
 from rlhf.eval.reward_metrics import reward_report
@@ -127,7 +128,7 @@ def run(cfg: RMStageConfig) -> dict:
     )
 
     # ---- train ------------------------------------------------------------------------------------------
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    result = train_resuming(trainer, resume_from)
 
     # ---- evaluate ---------------------------------------------------------------------------------------
     device = E.device()

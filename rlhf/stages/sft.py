@@ -28,6 +28,7 @@ from rlhf.engine.hf import (
     ProgressCallback,
     find_hf_checkpoint,
     save_final_model,
+    train_resuming,
     trainer_kwargs,
 )
 from rlhf.eval.perplexity import completion_loss
@@ -111,7 +112,7 @@ def run(cfg: SFTStageConfig) -> dict:
     device = E.device()
     if eval_enc:  # completion loss of the starting model on the held-out slice
         summary["heldout_loss_before"] = completion_loss(model.to(device), eval_enc, collator, plan.micro_batch, device)
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    result = train_resuming(trainer, resume_from)
     summary["train_loss"] = result.training_loss
     summary["steps"] = trainer.state.global_step
     if eval_enc:
