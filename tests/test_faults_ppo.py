@@ -74,3 +74,81 @@ def test_ppo_ratio_starts_at_one_with_a_dropout_checkpoint(tmp_path, model_type)
     assert row["policy_clipfrac"] == 0.0, row
     assert row["ratio_mean"] == pytest.approx(1.0, abs=1e-6), row
     assert row["approx_kl"] == pytest.approx(0.0, abs=1e-7), row
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. the missing-EOS penalty on any reward scale
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_shape_scores_by_hand():
+    from rlhf.algos.scores import missing_eos_gain, shape_scores
+
+    s = torch.tensor([2.0, -5.0, 0.5, 7.0])
+    eos = torch.tensor([True, False, False, True])
+    assert shape_scores(s, eos).tolist() == [2.0, -5.0, 0.5, 7.0]
+    assert shape_scores(s, eos, penalty=1.0).tolist() == [2.0, -6.0, -0.5, 7.0]  # TRL: subtract
+    assert shape_scores(s, eos, penalty=1.0, clip=3.0).tolist() == [2.0, -4.0, -0.5, 3.0]  # clip, then subtract
+    assert shape_scores(s, eos, penalty=1.0, replace_with=-1.0).tolist() == [2.0, -1.0, -1.0, 7.0]  # N+: replace
+    assert shape_scores(s, eos, replace_with=-10.0, clip=3.0).tolist() == [2.0, -3.0, -3.0, 3.0]
+    with pytest.raises(ValueError, match="must be >= 0"):
+        shape_scores(s, eos, penalty=-1.0)
+    # -1 replaces -5 (+4) and 0.5 (-1.5): on average it raised them by 1.25
+    assert missing_eos_gain(s, eos, shape_scores(s, eos, replace_with=-1.0)) == (1.25, 2)
+    assert missing_eos_gain(s, eos, shape_scores(s, eos, penalty=1.0)) == (-1.0, 2)
+    assert missing_eos_gain(s, eos, shape_scores(s, eos, penalty=1.0, clip=3.0), clip=3.0) == (-1.0, 2)
+    assert missing_eos_gain(s, torch.ones(4, dtype=torch.bool), s) == (0.0, 0)
+
+
+def length_rule_cfg(out, sft, rm, *extra):
+    return load_config(PPOStageConfig, os.path.join(ROOT, "configs/tiny/ppo.yaml"), [
+        f"run.output_dir={out}", f"model.name_or_path={sft}", "run.progress=false",
+        "reward.model=", "reward.function=tests.rewards:length_rule", f"critic.model={rm}",
+        "data.heldout_prompt_file=", "data.ptx_eval_file=", "ppo.ptx_coef=0", "ppo.gold_rubric=",
+        "ppo.rollout_batch_size=16", "ppo.mini_batch_size=8", "ppo.ppo_epochs=1", "deepspeed.micro_batch_size=8",
+        "generation.max_new_tokens=12", "ppo.sample_every=1000", "run.save_steps=1000", *extra,
+    ])
+
+
+def test_a_negative_penalty_is_refused_with_the_replacement_key_named(tmp_path, micro_sft, micro_rm):
+    from rlhf.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ppo\.missing_eos_penalty.*ppo\.missing_eos_score=-3"):
+        length_rule_cfg(str(tmp_path), micro_sft, micro_rm, "ppo.missing_eos_penalty=-3")
+
+
+def test_missing_eos_penalty_only_lowers_a_score_on_another_scale(tmp_path, micro_sft, micro_rm, monkeypatch):
+    """A reward of about -5 (the RM's normalised scores are about 0): not ending with EOS must not pay."""
+    calls = []
+    real = getattr(ppo, "shape_scores", None)
+
+    def spy(scores, has_eos, *a, **k):
+        shaped = real(scores, has_eos, *a, **k)
+        calls.append((scores.clone(), has_eos.clone(), shaped.clone()))
+        return shaped
+
+    monkeypatch.setattr(ppo, "shape_scores", spy, raising=False)
+    out = str(tmp_path / "ppo")
+    ppo.run(length_rule_cfg(out, micro_sft, micro_rm, "ppo.iterations=3", "ppo.missing_eos_penalty=1.0"))
+    rows = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    assert all(-6.5 < r["score_mean"] < -4 for r in rows), rows  # the rule's own scale
+    assert all(r["eos_rate"] < 1 for r in rows), rows  # some responses hit the limit
+    for r in rows:  # the shaped reward is the score lowered by 1.0 x the fraction of responses without EOS
+        assert r["reward_mean"] == pytest.approx(r["score_mean"] - (1 - r["eos_rate"]), abs=1e-4), r
+    assert len(calls) == 3
+    for raw, eos, shaped in calls:
+        assert torch.equal(shaped[eos], raw[eos])
+        assert torch.equal(shaped[~eos], raw[~eos] - 1.0)
+
+
+def test_a_replacement_score_above_the_rewards_it_replaces_warns(tmp_path, micro_sft, micro_rm, capsys):
+    out = str(tmp_path / "ppo")
+    ppo.run(length_rule_cfg(out, micro_sft, micro_rm, "ppo.iterations=1", "ppo.missing_eos_score=-3"))
+    (row,) = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
+    assert row["eos_rate"] < 1 and row["reward_mean"] > row["score_mean"]  # -3 replaced scores of at most -4
+    err = capsys.readouterr().err
+    assert "warning: iteration 1: ppo.missing_eos_score -3 sits above the mean score" in err, err
+    # a replacement below every score it replaces stays quiet
+    ppo.run(length_rule_cfg(str(tmp_path / "quiet"), micro_sft, micro_rm, "ppo.iterations=1",
+                            "ppo.missing_eos_score=-20"))
+    assert "missing_eos_score" not in capsys.readouterr().err
