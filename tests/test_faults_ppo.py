@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+import rlhf.engine as E
 from rlhf.config import PPOStageConfig, load_config
 from rlhf.models.loading import disable_dropout
 from rlhf.stages import ppo
@@ -152,3 +153,114 @@ def test_a_replacement_score_above_the_rewards_it_replaces_warns(tmp_path, micro
     ppo.run(length_rule_cfg(str(tmp_path / "quiet"), micro_sft, micro_rm, "ppo.iterations=1",
                             "ppo.missing_eos_score=-20"))
     assert "missing_eos_score" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 19. the critic starts on the normalised reward's scale
+# ----------------------------------------------------------------------------------------------------------
+
+TEXTS = ["Please talk to someone you trust.", "No.", "You can ask a doctor for help, and people do support you."]
+
+
+def batch(tok):
+    from rlhf.models.reward import pad_right
+
+    return pad_right([tok(t)["input_ids"] + [tok.eos_token_id] for t in TEXTS], tok.pad_token_id)
+
+
+def normalised_rm_scores(rm_dir, tok, ids, mask):
+    from rlhf.config import ModelConfig
+    from rlhf.models.reward import Normalization, load_reward_backbone, raw_rewards
+
+    rm = load_reward_backbone(ModelConfig(name_or_path=rm_dir), tok).eval()
+    norm = Normalization.load(rm_dir)
+    assert norm.gain != 1.0 and norm.bias != 0.0  # the fold has something to do
+    return norm(raw_rewards(rm, ids, mask))
+
+
+@pytest.mark.parametrize("source", ["reward.model", "critic.model"])
+def test_initial_critic_value_at_the_last_token_is_the_normalised_reward(tmp_path, micro_sft, micro_rm, monkeypatch,
+                                                                         source):
+    """The critic PPO builds, from the reward model or from a critic.model with a reward_normalization.json."""
+    built = []
+    real = E.wrap_trainable
+
+    def capture(model, *a, **k):
+        built.append(model)
+        if len(built) == 2:  # actor, then critic: stop before any training
+            raise KeyboardInterrupt("critic built")
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(E, "wrap_trainable", capture)
+    reward = ["reward.function=", f"reward.model={micro_rm}", "critic.model="] if source == "reward.model" else []
+    with pytest.raises(KeyboardInterrupt, match="critic built"):
+        ppo.run(length_rule_cfg(str(tmp_path / "ppo"), micro_sft, micro_rm, "ppo.iterations=1", *reward))
+    critic = built[1].eval()
+    tok = AutoTokenizer.from_pretrained(micro_rm)
+    ids, mask = batch(tok)
+    with torch.no_grad():
+        values = critic(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()  # read at the last token
+    torch.testing.assert_close(values, normalised_rm_scores(micro_rm, tok, ids, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_into_a_head_with_a_bias_parameter_is_exact():
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.models.critic import fold_normalization
+    from rlhf.models.reward import Normalization
+
+    conf = AutoConfig.for_model("llama", **SMALL, intermediate_size=64, num_key_value_heads=4, num_labels=1,
+                                pad_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(conf).eval()
+    model.score = torch.nn.Linear(32, 1, bias=True)
+    x = torch.randint(1, 64, (3, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        raw = model(input_ids=x).logits
+        assert fold_normalization(model, Normalization(gain=2.5, bias=-0.75)) == 0.0  # all of it in the weights
+        torch.testing.assert_close(model(input_ids=x).logits, 2.5 * raw - 0.75)
+        model.score = torch.nn.Linear(32, 1, bias=False)
+        raw = model(input_ids=x).logits
+        assert fold_normalization(model, Normalization(gain=2.5, bias=-0.75)) == -0.75  # the offset is left over
+        torch.testing.assert_close(model(input_ids=x).logits, 2.5 * raw - 0.75)
+
+
+def test_resumed_run_folds_once_and_the_saved_critic_keeps_its_values(tmp_path, micro_sft, micro_rm, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.config import ModelConfig
+    from rlhf.models.critic import load_critic
+    from rlhf.models.reward import Normalization, raw_rewards
+
+    from .test_stages_pretrain_sft import assert_same_weights
+
+    args = ("ppo.iterations=2", "run.save_steps=1", "reward.function=", f"reward.model={micro_rm}", "critic.model=")
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    ppo.run(length_rule_cfg(straight, micro_sft, micro_rm, *args))
+    real_save = E.save_checkpoint
+
+    def save_then_crash(root, step, *a, **k):
+        path = real_save(root, step, *a, **k)
+        if step == 1:
+            raise KeyboardInterrupt("simulated Ctrl-C after iteration 1")
+        return path
+
+    monkeypatch.setattr(E, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.run(length_rule_cfg(resumed, micro_sft, micro_rm, *args))
+    monkeypatch.setattr(E, "save_checkpoint", real_save)
+    ppo.run(length_rule_cfg(resumed, micro_sft, micro_rm, *args))
+    metrics = [[json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))] for d in (straight, resumed)]
+    assert [r["value_loss"] for r in metrics[0]] == pytest.approx([r["value_loss"] for r in metrics[1]], rel=1e-6)
+    assert_same_weights(os.path.join(straight, "critic"), os.path.join(resumed, "critic"))
+    saved = os.path.join(resumed, "critic")
+    offset = Normalization.load(saved)
+    assert offset.gain == 1.0 and offset.bias == pytest.approx(Normalization.load(micro_rm).bias)
+    # read plainly, the saved critic + its file gives the values rlhf builds from it as critic.model (no second fold)
+    tok = AutoTokenizer.from_pretrained(saved)
+    ids, mask = batch(tok)
+    plain = AutoModelForSequenceClassification.from_pretrained(saved).eval()
+    again, _ = load_critic(ModelConfig(name_or_path=saved), tok)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(input_ids=ids, attention_mask=mask).logits.squeeze(-1),
+                                   offset(raw_rewards(plain, ids, mask)))

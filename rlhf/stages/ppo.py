@@ -2,9 +2,9 @@
 
     maximise  E_(x,y)~pi [ r(x, y) - beta * log(pi(y|x) / pi_SFT(y|x)) ]  +  gamma * E_x~D_pretrain [ log pi(x) ]
 
-Four models: actor (from SFT, trainable), critic (value head initialised from the reward model, trainable, its own
-optimizer and learning rate), reference (frozen SFT; with LoRA, the actor with adapters disabled) and the reward
-model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
+Four models: actor (from SFT, trainable), critic (value head initialised from the reward model, its normalisation
+folded in; trainable, its own optimizer and learning rate), reference (frozen SFT; with LoRA, the actor with adapters
+disabled) and the reward model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
 
 Per iteration (numbers refer to the implementation details in README, "PPO-ptx"):
  1. take the iteration's prompts (a seeded permutation; the data position is a function of the iteration);
@@ -51,6 +51,7 @@ from rlhf.data.formats import load_categories
 from rlhf.data.sft import load_prompts
 from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss
+from rlhf.models.critic import critic_files, load_critic
 from rlhf.models.layers import residual_stream
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
 from rlhf.models.policy import (
@@ -176,7 +177,7 @@ def run(cfg: PPOStageConfig) -> dict:
     if not critic_path:
         raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
     critic_cfg = dataclasses.replace(cfg.model, name_or_path=critic_path, tokenizer="", from_config="", gguf_file="")
-    critic = load_reward_backbone(critic_cfg, tok, cfg.run.seed)
+    critic, value_offset = load_critic(critic_cfg, tok, cfg.run.seed)  # values on the normalised reward's scale
 
     ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train, actor)
     actor_e = E.wrap_trainable(actor, ds_cfg, cfg.train, total_steps, plan)
@@ -421,7 +422,7 @@ def run(cfg: PPOStageConfig) -> dict:
     if heldout is not None and rm_e is not None:
         summary.update(heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device))
     save_policy(actor_e, tok, out, cfg)
-    E.save_hf_model(critic_e, tok, os.path.join(out, "critic"))
+    E.save_hf_model(critic_e, tok, os.path.join(out, "critic"), extra_files=critic_files(value_offset))
     if ema is not None:
         save_ema(ema, actor_e, tok, os.path.join(out, "ema"))
     summary["wall_time_s"] = round(time.time() - t_start, 1)
