@@ -338,7 +338,7 @@ class PPODataConfig:
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 64
-    """response length limit; responses that reach it without EOS get ppo.missing_eos_penalty"""
+    """response length limit; responses that reach it without EOS are penalised (ppo.missing_eos_penalty)"""
     temperature: float = 0.7
     """sampling temperature; log-probs are computed from logits / temperature too (N+ detail 3)"""
     top_k: int = 0
@@ -363,7 +363,7 @@ class RewardSourceConfig:
     function: str = ""
     """instead of a model: a Python callable 'package.module:function' (prompts, responses, categories) -> scores"""
     clip: float = 0.0
-    """clip scores to [-clip, clip]; 0 = off"""
+    """clip scores to [-clip, clip] (before ppo.missing_eos_penalty is subtracted); 0 = off"""
 
     def check(self) -> None:
         if bool(self.model) == bool(self.function):
@@ -420,10 +420,16 @@ class PPOConfig:
     ptx_linearity_coef: float = 0.0
     """lambda of the cosine regulariser inside the ptx term: ptx_coef * (LM loss + lambda * sum_i (1 - cos(h_i,
     h_{i-1}))), as train.linearity_coef in pretraining (Razzhigaev et al. 2024: 0.5); needs ptx_coef > 0; 0 = off"""
-    missing_eos_penalty: float = -1.0
-    """score given to a response that did not end with EOS (N+ 'EOS trick': -1)"""
+    missing_eos_penalty: float = 1.0
+    """amount subtracted from the score of a response that did not end with EOS (TRL's missing_eos_penalty), so
+    not ending never pays, whatever the reward's scale. Changed: this key used to be the score that replaced it (N+
+    'EOS trick'); a negative value, which would now raise the score, is refused; to replace, set missing_eos_score"""
+    missing_eos_score: float | None = None
+    """instead of subtracting missing_eos_penalty: replace the score of a response without EOS by this value (N+
+    'EOS trick': -1 on normalised reward-model scores). Only safe below the reward's typical scores: every
+    iteration where it raises the responses it replaces on average prints a warning; null = subtract"""
     penalize_missing_eos: bool = True
-    """replace the score of responses without EOS by missing_eos_penalty"""
+    """apply missing_eos_penalty (or missing_eos_score) to responses without EOS"""
     whiten_rewards: bool = False
     """whiten per-token rewards before GAE (off in N+)"""
     ema_decay: float = 0.0
@@ -452,6 +458,13 @@ class PPOConfig:
             raise ValueError("mini_batch_size: must divide rollout_batch_size")
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay: must be in [0, 1)")
+        if self.missing_eos_penalty < 0:
+            raise ValueError(
+                f"missing_eos_penalty: {self.missing_eos_penalty} would raise the score of responses without EOS; it "
+                f"is subtracted from the score (as TRL's missing_eos_penalty): give a positive amount, e.g. "
+                f"{-self.missing_eos_penalty:g}, or set ppo.missing_eos_score={self.missing_eos_penalty:g} to replace "
+                "the score by it as this key used to"
+            )
 
 
 @dataclass

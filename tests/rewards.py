@@ -19,3 +19,9 @@ def supportive_words(prompts: list[str], responses: list[str], categories: list[
         frac = sum(w in target for w in words) / len(words) if words else 0.0
         out.append(min(1.0, 3.0 * frac))
     return out
+
+
+def length_rule(prompts: list[str], responses: list[str], categories: list[str | None]) -> list[float]:
+    """-4 - words / 10: a reward on another scale than a normalised reward model (about -5 for a typical
+    response, never above -4), where a longer response scores lower."""
+    return [-4.0 - len(re.findall(r"\S+", resp)) / 10 for resp in responses]

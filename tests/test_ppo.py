@@ -23,7 +23,7 @@ def ppo_cfg(out, sft_dir, critic_dir, *extra):
         [
             f"run.output_dir={out}", f"model.name_or_path={sft_dir}", "run.progress=false",
             "reward.model=", "reward.function=tests.rewards:supportive_words", f"critic.model={critic_dir}",
-            "ppo.missing_eos_penalty=-0.5",
+            "ppo.missing_eos_score=-0.5",
             "data.heldout_prompt_file=", "data.ptx_eval_file=data/pretrain/heldout.txt",
             "ppo.rollout_batch_size=16", "ppo.mini_batch_size=8", "ppo.ppo_epochs=2", "deepspeed.micro_batch_size=8",
             "generation.max_new_tokens=24", "ppo.ptx_coef=0", "ppo.sample_every=1000", "run.save_steps=1000",
@@ -54,7 +54,7 @@ def keyword_runs(tmp_path_factory, micro_sft, micro_rm):
 
 def test_rule_based_reward_rises_while_kl_stays_bounded(keyword_runs):
     rows = metrics(keyword_runs[0.01])
-    # the reward: the rule's score, replaced by missing_eos_penalty when the response does not end with EOS
+    # the reward: the rule's score, replaced by missing_eos_score when the response does not end with EOS
     start, end = first_last(rows, "reward_mean")
     assert end > start + 0.25, (start, end)
     assert all(r["kl"] < 50 for r in rows), "KL ran away"
@@ -84,7 +84,7 @@ def test_trained_reward_model_score_rises_on_heldout_prompts(tmp_path, micro_sft
     out = str(tmp_path / "rm_ppo")
     s = ppo.run(ppo_cfg(out, micro_sft, "", "reward.function=", f"reward.model={micro_rm}", "critic.model=",
                         "data.heldout_prompt_file=data/prompts/test.jsonl", "ppo.iterations=25",
-                        "train.learning_rate=3e-4", "critic.learning_rate=1e-3", "ppo.missing_eos_penalty=-3"))
+                        "train.learning_rate=3e-4", "critic.learning_rate=1e-3", "ppo.missing_eos_score=-3"))
     assert s["heldout_reward_final"] > s["heldout_reward_start"], s
     # the gold stand-in (configs/tiny/ppo.yaml: ppo.gold_rubric) is logged beside the proxy at every iteration
     gold = [r["gold_rubric_mean"] for r in metrics(out)]

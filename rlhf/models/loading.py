@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from rlhf.config import LoraConfig, ModelConfig
 from rlhf.errors import CheckpointError
@@ -111,16 +112,33 @@ def _finish(model: torch.nn.Module, tok: PreTrainedTokenizerBase | None) -> torc
     return model
 
 
+# names of dropout probabilities kept as plain floats: config fields, and attributes that modeling code copies onto
+# modules at construction and passes to functional dropout in forward (llama/qwen2/mistral/gpt_neox attention:
+# attention_dropout; opt: dropout on attention, layers and decoder, layerdrop; gpt2 reads nn.Dropout.p)
+_DROPOUT_NAME = re.compile(r"dropout|pdrop|layerdrop|drop_prob|drop_rate|drop_path")
+
+
+def _zero_dropout_floats(obj) -> None:
+    for k, v in list(vars(obj).items()):
+        if type(v) is float and v != 0.0 and _DROPOUT_NAME.search(k):
+            setattr(obj, k, 0.0)
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every dropout probability to 0 (modules and config fields)."""
+    """Set every dropout probability to 0: dropout modules, float dropout attributes of modules, config fields.
+
+    Modules alone are not enough: Llama/Qwen2 attention keeps ``attention_dropout`` and OPT keeps ``dropout`` as
+    floats on the module and calls functional dropout with them in train mode, so the PPO ratio would not start at 1.
+    """
     for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
+        _zero_dropout_floats(m)
     cfg = getattr(model, "config", None)
     if cfg is not None:
-        for k in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if isinstance(getattr(cfg, k, None), float):
-                setattr(cfg, k, 0.0)
+        configs = [cfg] + [v for v in vars(cfg).values() if isinstance(v, PretrainedConfig)]  # e.g. text_config
+        for c in configs:
+            _zero_dropout_floats(c)
 
 
 def load_causal_lm(cfg: ModelConfig, tok: PreTrainedTokenizerBase | None = None) -> torch.nn.Module:

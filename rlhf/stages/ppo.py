@@ -2,17 +2,17 @@
 
     maximise  E_(x,y)~pi [ r(x, y) - beta * log(pi(y|x) / pi_SFT(y|x)) ]  +  gamma * E_x~D_pretrain [ log pi(x) ]
 
-Four models: actor (from SFT, trainable), critic (value head initialised from the reward model, trainable, its own
-optimizer and learning rate), reference (frozen SFT; with LoRA, the actor with adapters disabled) and the reward
-model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
+Four models: actor (from SFT, trainable), critic (value head initialised from the reward model, its normalisation
+folded in; trainable, its own optimizer and learning rate), reference (frozen SFT; with LoRA, the actor with adapters
+disabled) and the reward model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
 
 Per iteration (numbers refer to the implementation details in README, "PPO-ptx"):
  1. take the iteration's prompts (a seeded permutation; the data position is a function of the iteration);
     rank r takes the r-th contiguous slice;
  2. generate with the actor: KV cache, left padding, sampling settings from config, stop at EOS, truncate after it;
     under ZeRO-3 the actor's parameters are gathered once for the whole rollout (``ppo.gather_for_generation``);
- 3. score prompt + response with the reward model at the last response token; a response without EOS gets
-    ``missing_eos_penalty`` (detail 4); optional clipping;
+ 3. score prompt + response with the reward model at the last response token; optional clipping; a response
+    without EOS has ``missing_eos_penalty`` subtracted (detail 4; or its score replaced, ``missing_eos_score``);
  4. log-probs of actor and reference (logits / temperature, detail 3), values of the critic; then every rank
     all-gathers the rollout (token ids, masks, scores, log-probs, values: small next to the models), so steps 5-7
     see the whole rollout in global order on every rank;
@@ -45,11 +45,13 @@ from rlhf.algos.advantages import gae, kl_per_token, masked_mean, per_token_rewa
 from rlhf.algos.kl_control import AdaptiveKLController, FixedKLController
 from rlhf.algos.linearity import cosine_regularizer
 from rlhf.algos.losses import policy_loss, ptx_loss, value_loss
+from rlhf.algos.scores import missing_eos_gain, shape_scores
 from rlhf.config import PPOStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.data.sft import load_prompts
 from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss
+from rlhf.models.critic import critic_files, load_critic
 from rlhf.models.layers import residual_stream
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
 from rlhf.models.policy import (
@@ -175,7 +177,7 @@ def run(cfg: PPOStageConfig) -> dict:
     if not critic_path:
         raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
     critic_cfg = dataclasses.replace(cfg.model, name_or_path=critic_path, tokenizer="", from_config="", gguf_file="")
-    critic = load_reward_backbone(critic_cfg, tok, cfg.run.seed)
+    critic, value_offset = load_critic(critic_cfg, tok, cfg.run.seed)  # values on the normalised reward's scale
 
     ds_cfg = E.deepspeed_config(cfg.deepspeed, plan, cfg.train, actor)
     actor_e = E.wrap_trainable(actor, ds_cfg, cfg.train, total_steps, plan)
@@ -278,11 +280,8 @@ def run(cfg: PPOStageConfig) -> dict:
                 E.all_gather_rows(x) for x in (raw_scores, old_logp, ref_logp, old_values, ent_tok))
             mask = roll.response_mask.float()  # (B, R), B = rollout_bs
             entropy = masked_mean(ent_tok, mask)
-            scores = raw_scores.clone()
-            if p.penalize_missing_eos:
-                scores = torch.where(roll.has_eos, scores, torch.full_like(scores, p.missing_eos_penalty))
-            if cfg.reward.clip > 0:
-                scores = scores.clamp(-cfg.reward.clip, cfg.reward.clip)
+            scores = shaped_scores(cfg, raw_scores, roll.has_eos)
+            warn_if_missing_eos_pays(cfg, it, raw_scores, roll.has_eos, scores)
             # 5. per-token rewards, 6. GAE and whitened advantages
             kl = kl_per_token(old_logp, ref_logp, p.kl_estimator) * mask  # (B, R)
             rewards, non_score = per_token_rewards(scores, kl, mask, kl_ctl.value)
@@ -423,7 +422,7 @@ def run(cfg: PPOStageConfig) -> dict:
     if heldout is not None and rm_e is not None:
         summary.update(heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device))
     save_policy(actor_e, tok, out, cfg)
-    E.save_hf_model(critic_e, tok, os.path.join(out, "critic"))
+    E.save_hf_model(critic_e, tok, os.path.join(out, "critic"), extra_files=critic_files(value_offset))
     if ema is not None:
         save_ema(ema, actor_e, tok, os.path.join(out, "ema"))
     summary["wall_time_s"] = round(time.time() - t_start, 1)
@@ -455,12 +454,33 @@ def heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device) -> di
                 r = generate(E.unwrap(model), ids[i : i + 32], tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p,
                              g.do_sample, device, synced_gpus=synced)
             s = norm(sequence_scores(rm_e, r))
-            if cfg.ppo.penalize_missing_eos:
-                s = torch.where(r.has_eos, s, torch.full_like(s, cfg.ppo.missing_eos_penalty))
+            s = shaped_scores(cfg, s, r.has_eos)
             scores += s.tolist()
         torch.set_rng_state(rng)
         out[f"heldout_reward_{name}"] = sum(scores) / len(scores)
     return out
+
+
+def shaped_scores(cfg: PPOStageConfig, scores: torch.Tensor, has_eos: torch.Tensor) -> torch.Tensor:
+    """The configured clipping and missing-EOS treatment (rlhf.algos.scores.shape_scores) of scores (B,)."""
+    p = cfg.ppo
+    if not p.penalize_missing_eos:
+        return shape_scores(scores, has_eos, clip=cfg.reward.clip)
+    return shape_scores(scores, has_eos, p.missing_eos_penalty, p.missing_eos_score, cfg.reward.clip)
+
+
+def warn_if_missing_eos_pays(cfg: PPOStageConfig, it: int, raw: torch.Tensor, has_eos: torch.Tensor,
+                             shaped: torch.Tensor) -> None:
+    """Warn when the replacement score (ppo.missing_eos_score) raised the responses without EOS on average."""
+    gain, n = missing_eos_gain(raw, has_eos, shaped, cfg.reward.clip)
+    if gain > 0:
+        mean = float(shaped[~has_eos.bool()].mean()) - gain
+        E.warn0(
+            f"iteration {it + 1}: ppo.missing_eos_score {cfg.ppo.missing_eos_score:g} sits above the mean score "
+            f"{mean:.3g} of the {n} response(s) without EOS it replaces, so not ending with EOS pays on this "
+            "reward's scale and the policy learns not to stop. Set ppo.missing_eos_score=null to subtract "
+            "ppo.missing_eos_penalty from the score instead, or set missing_eos_score below the reward's typical scores"
+        )
 
 
 def write_samples(path: str, iteration: int, rows: list[dict], responses: list[str], scores: list[float], n: int = 4):
