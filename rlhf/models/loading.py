@@ -1,7 +1,8 @@
 """Load and build models and tokenizers: hub id or local path, from a config, optional LoRA.
 
 Weights load from safetensors only (:func:`from_pretrained`: ``use_safetensors=True``, and a directory whose weights
-are only pickles is refused before anything reads it); ``trust_remote_code`` is off unless the config turns it on. Dropout is switched off in every model we load (RLHF implementation detail 9 in README).
+are only pickles is refused before anything reads it); ``trust_remote_code`` is off unless the config turns it on.
+Dropout is switched off in every model we load (RLHF implementation detail 9 in README).
 """
 
 from __future__ import annotations

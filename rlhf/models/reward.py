@@ -36,8 +36,8 @@ def load_reward_backbone(cfg: ModelConfig, tok, seed: int = 0, head_std: float =
     if cfg.gguf_file:
         kw["gguf_file"] = cfg.gguf_file
     model, info = from_pretrained(
-        AutoModelForSequenceClassification, cfg.name_or_path, num_labels=1, dtype=DTYPES[cfg.dtype], output_loading_info=True,
-        attn_implementation=cfg.attn_implementation, **kw,
+        AutoModelForSequenceClassification, cfg.name_or_path, num_labels=1, dtype=DTYPES[cfg.dtype],
+        output_loading_info=True, attn_implementation=cfg.attn_implementation, **kw,
     )
     head = _head(model)
     if any(k.split(".")[0] in ("score", "classifier") for k in info.get("missing_keys", [])):
