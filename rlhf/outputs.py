@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from rlhf.config import dump_yaml
-from rlhf.engine import is_main, print0
+from rlhf.engine import is_main, print0, warn0
+from rlhf.errors import OutputDirError
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -83,9 +84,8 @@ class MetricsLog:
         if not is_main():
             return
         if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                kept = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(kept))
+            kept = [row for row in read_jsonl(self.path) if row.get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         if "tensorboard" in report_to:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -114,12 +114,29 @@ class MetricsLog:
             sink.close() if kind == "tensorboard" else sink.finish()
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """The rows of a JSON-lines file rlhf appends to. A torn last line (a write cut short by a crash or kill) is
+    dropped with a warning; a bad line before it is an :class:`OutputDirError` naming the line."""
+    with open(path, encoding="utf-8") as f:
+        lines = [(i, ln) for i, ln in enumerate(f, 1) if ln.strip()]
+    rows = []
+    for k, (i, ln) in enumerate(lines):
+        try:
+            rows.append(json.loads(ln))
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1:
+                warn0(f"{path}:{i}: dropping a torn last line (a write cut short by a crash): {ln.strip()[:80]!r}")
+                break
+            raise OutputDirError(f"{path}:{i}: not a JSON line ({e.msg}), and not the last line, so not a write cut "
+                                 f"short by a crash; fix or delete line {i}") from None
+    return rows
+
+
 def read_metrics(out_dir: str) -> list[dict]:
     path = os.path.join(out_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+    return read_jsonl(path)
 
 
 def announce(stage: str, out_dir: str, resumed_from: str | None) -> None:

@@ -10,19 +10,27 @@ Facts this encodes (checked on transformers 5 / accelerate 1.x / TRL 1.x):
 - HF writes ``checkpoint-N`` directories non-atomically; :class:`CheckpointMarker` drops a ``COMPLETE`` file into
   each once the save has returned, and :func:`find_hf_checkpoint` only resumes from marked ones.
 - DeepSpeed reads the checkpoint's .pt files with a full unpickle: :func:`train_resuming` makes it weights only.
+- A resumed ``Trainer.train`` is not the rest of the uninterrupted run: its ``training_loss`` averages only the steps
+  of that call (0.0 when none are left), and from the run's last checkpoint it trains one step past ``max_steps``.
+  :func:`exact_resume` fixes both: the marker also records the loss totals (``Trainer._total_loss_scalar``,
+  ``_tr_loss`` per rank, ``_globalstep_last_logged``) in each checkpoint and puts them back when training resumes,
+  and an epoch is not entered once ``max_steps`` is reached; :func:`train_loss` is the whole run's mean.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
+import torch
 from transformers import TrainerCallback
 
 from rlhf.config import DeepSpeedConfig, RunConfig, TrainConfig
 from rlhf.engine.core import BatchPlan, adopt_accelerate_launch, deepspeed_config
-from rlhf.engine.dist import init_env, is_main, on_cpu, report_progress, skip_shm_op_when_alone
+from rlhf.engine.dist import init_env, is_main, on_cpu, rank, report_progress, skip_shm_op_when_alone, warn0, world_size
 
 COMPLETE = "COMPLETE"
+LOSS_STATE = "rlhf_loss_state.json"
 
 
 def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan: BatchPlan, ckpt_dir: str,
@@ -75,11 +83,41 @@ def trainer_kwargs(run: RunConfig, train: TrainConfig, ds: DeepSpeedConfig, plan
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint-N directory complete once HF's save has returned (see module doc)."""
+    """Marks a checkpoint-N directory complete once HF's save has returned (see module doc); with a trainer attached
+    by :func:`exact_resume`, first records the training-loss totals in it and restores them on resume."""
+
+    trainer = None
+    resume_from: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer
+        if t is None or not self.resume_from:
+            return
+        path = os.path.join(self.resume_from, LOSS_STATE)
+        if not os.path.exists(path):
+            warn0(f"{self.resume_from} has no {LOSS_STATE} (written by an older rlhf or another program): "
+                  "train_loss in summary.json averages only the steps trained after it")
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        tr = saved["tr_loss"]
+        t._total_loss_scalar = saved["total_loss"]
+        t._tr_loss = torch.tensor(tr[rank()] if len(tr) == world_size() else tr[0], device=t._tr_loss.device)
+        t._globalstep_last_logged = saved["last_logged"]
 
     def on_save(self, args, state, control, **kwargs):
+        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        t = self.trainer
+        if t is not None:  # every rank's running loss sum (a collective), then rank 0 writes them
+            tr = [t._tr_loss.item()]
+            if world_size() > 1 and torch.distributed.is_initialized():
+                tr = [None] * world_size()
+                torch.distributed.all_gather_object(tr, t._tr_loss.item())
+            if is_main() and os.path.isdir(path):
+                with open(os.path.join(path, LOSS_STATE), "w") as f:
+                    json.dump({"total_loss": t._total_loss_scalar, "tr_loss": tr,
+                               "last_logged": t._globalstep_last_logged}, f)
         if is_main():
-            path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             if os.path.isdir(path):
                 with open(os.path.join(path, COMPLETE), "w") as f:
                     f.write(str(state.global_step))
@@ -101,6 +139,33 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         report_progress(state.global_step, state.max_steps)
+
+
+def exact_resume(trainer, resume_from: str | None) -> None:
+    """Make ``trainer.train(resume_from_checkpoint=resume_from)`` continue exactly as the uninterrupted run would
+    (see module doc); ``trainer`` has a :class:`CheckpointMarker` among its callbacks."""
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, CheckpointMarker):
+            cb.trainer, cb.resume_from = trainer, resume_from
+    run_epoch = trainer._run_epoch
+
+    def _run_epoch(*args, **kwargs):
+        if trainer.state.global_step >= trainer.state.max_steps:  # resumed from the run's last checkpoint
+            return None
+        return run_epoch(*args, **kwargs)
+
+    trainer._run_epoch = _run_epoch
+
+
+def train_loss(trainer) -> float:
+    """Mean training loss per optimizer step over the whole run, resumed or not (with :func:`exact_resume`)."""
+    return trainer._total_loss_scalar / max(trainer.state.global_step, 1)
+
+
+def hf_checkpoint_step(path: str) -> int:
+    """The optimizer step an HF checkpoint was written at (from its trainer_state.json, whatever its name)."""
+    with open(os.path.join(path, "trainer_state.json")) as f:
+        return int(json.load(f)["global_step"])
 
 
 def find_hf_checkpoint(resume: str, ckpt_dir: str) -> str | None:

@@ -35,7 +35,7 @@ from rlhf.eval.judges import PairItem
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.loading import DTYPES, from_pretrained
 from rlhf.models.policy import generate
-from rlhf.outputs import atomic_write_text, save_config, write_json
+from rlhf.outputs import atomic_write_text, read_metrics, save_config, write_json
 
 
 def load_policy(path: str, dtype: str, device):
@@ -282,15 +282,9 @@ def training_curves(models: dict[str, str]) -> dict[str, dict[str, list[float]]]
     responses). Read from ``metrics.jsonl``; models without it are left out."""
     curves = {}
     for name, path in models.items():
-        log = os.path.join(path, "metrics.jsonl")
-        if not os.path.isfile(log):
+        if not os.path.isfile(os.path.join(path, "metrics.jsonl")):
             continue
-        rows = []
-        with open(log, encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                if "gold_rubric_mean" in r and "score_mean" in r:
-                    rows.append(r)
+        rows = [r for r in read_metrics(path) if "gold_rubric_mean" in r and "score_mean" in r]
         if rows:
             curves[name] = {"iteration": [r["step"] for r in rows], "proxy_reward": [r["score_mean"] for r in rows],
                             "gold_rubric": [r["gold_rubric_mean"] for r in rows]}

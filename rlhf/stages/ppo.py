@@ -210,10 +210,11 @@ def run(cfg: PPOStageConfig) -> dict:
 
     # ---- resume -----------------------------------------------------------------------------------------
     resume_from = E.find_resume_checkpoint(cfg.run.resume, ckpt_root)
-    start_it, nonfinite = 0, 0
+    start_it, nonfinite, ptx_start = 0, 0, None
     if resume_from:
         state = E.load_checkpoint(resume_from, {"actor": actor_e, "critic": critic_e})
         start_it, nonfinite = state["step"], state["nonfinite"]
+        ptx_start = state.get("ptx_heldout_loss_start")  # measured before the first iteration: kept for the summary
         kl_ctl.load_state_dict(state["kl"])
         if ema is not None:
             ema.shadow = E.load_checkpoint_tensors(resume_from, "ema") if E.is_main() else None
@@ -250,7 +251,8 @@ def run(cfg: PPOStageConfig) -> dict:
         return r, scores_of(r, rows), time.time() - t0
 
     # ---- train ------------------------------------------------------------------------------------------
-    ptx_start = lm_loss(actor_e, ptx_eval, plan.micro_batch, device) if ptx_eval is not None and start_it == 0 else None
+    if ptx_eval is not None and start_it == 0:
+        ptx_start = lm_loss(actor_e, ptx_eval, plan.micro_batch, device)
     bar = tqdm(total=p.iterations, initial=start_it, desc="ppo", disable=not (E.is_main() and cfg.run.progress))
     for it in range(start_it, p.iterations):
         t_it = time.time()
@@ -408,7 +410,8 @@ def run(cfg: PPOStageConfig) -> dict:
         if done % cfg.run.save_steps == 0 or done == p.iterations:
             E.save_checkpoint(
                 ckpt_root, done, {"actor": actor_e, "critic": critic_e},
-                {"stage": "ppo", "nonfinite": nonfinite, "kl": kl_ctl.state_dict()}, cfg.run.save_total_limit,
+                {"stage": "ppo", "nonfinite": nonfinite, "kl": kl_ctl.state_dict(), "ptx_heldout_loss_start": ptx_start},
+                cfg.run.save_total_limit,
                 tensors={"ema": ema.shadow} if ema is not None and E.is_main() else None,
             )
     bar.close()

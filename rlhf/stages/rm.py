@@ -31,8 +31,11 @@ from rlhf.engine.hf import (
     CheckpointMarker,
     MetricsCallback,
     ProgressCallback,
+    exact_resume,
     find_hf_checkpoint,
+    hf_checkpoint_step,
     save_final_model,
+    train_loss,
     train_resuming,
     trainer_kwargs,
 )
@@ -115,7 +118,7 @@ def run(cfg: RMStageConfig) -> dict:
     resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
     announce("rm", out, resume_from)
     save_config(out, cfg, derived)
-    log = MetricsLog(out, (), resume_step=int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0)
+    log = MetricsLog(out, (), resume_step=hf_checkpoint_step(resume_from) if resume_from else 0)
     trainer_cls = make_trainer_class()
     trainer_cls.center_coef = cfg.reward.center_rewards_coefficient
     cols = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_enc[0] else [])
@@ -126,15 +129,16 @@ def run(cfg: RMStageConfig) -> dict:
         processing_class=tok,
         callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
+    exact_resume(trainer, resume_from)
 
     # ---- train ------------------------------------------------------------------------------------------
-    result = train_resuming(trainer, resume_from)
+    train_resuming(trainer, resume_from)
 
     # ---- evaluate ---------------------------------------------------------------------------------------
     device = E.device()
     trained = trainer.model
     bs = plan.micro_batch * 2
-    summary: dict = {"stage": "rm", "steps": trainer.state.global_step, "train_loss": result.training_loss}
+    summary: dict = {"stage": "rm", "steps": trainer.state.global_step, "train_loss": train_loss(trainer)}
     if test_enc:
         r_c, r_r = pair_rewards(trained, test_enc, tok.pad_token_id, bs, device)
         report = reward_report(r_c, r_r, [e.chosen for e in test_ex], [e.rejected for e in test_ex],

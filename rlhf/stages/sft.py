@@ -26,8 +26,11 @@ from rlhf.engine.hf import (
     CheckpointMarker,
     MetricsCallback,
     ProgressCallback,
+    exact_resume,
     find_hf_checkpoint,
+    hf_checkpoint_step,
     save_final_model,
+    train_loss,
     train_resuming,
     trainer_kwargs,
 )
@@ -92,7 +95,7 @@ def run(cfg: SFTStageConfig) -> dict:
         packing=False,
     )
     resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
-    resume_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
+    resume_step = hf_checkpoint_step(resume_from) if resume_from else 0
     announce("sft", out, resume_from)
     save_config(out, cfg, derived)
     log = MetricsLog(out, (), resume_step=resume_step)
@@ -106,14 +109,15 @@ def run(cfg: SFTStageConfig) -> dict:
         data_collator=collator,
         callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
+    exact_resume(trainer, resume_from)
 
     # ---- train ------------------------------------------------------------------------------------------
     summary: dict = {"stage": "sft", "train_rows": len(train_enc), "heldout_rows": len(eval_enc)}
     device = E.device()
     if eval_enc:  # completion loss of the starting model on the held-out slice
         summary["heldout_loss_before"] = completion_loss(model.to(device), eval_enc, collator, plan.micro_batch, device)
-    result = train_resuming(trainer, resume_from)
-    summary["train_loss"] = result.training_loss
+    train_resuming(trainer, resume_from)
+    summary["train_loss"] = train_loss(trainer)
     summary["steps"] = trainer.state.global_step
     if eval_enc:
         summary["heldout_loss_after"] = completion_loss(trainer.model, eval_enc, collator, plan.micro_batch, device)
