@@ -12,8 +12,9 @@ Per iteration (numbers refer to the implementation details in README, "PPO-ptx")
  2. generate with the actor: KV cache, left padding, sampling settings from config, stop at EOS, truncate after it;
     under ZeRO-3 the actor's parameters are gathered once for the whole rollout (``ppo.gather_for_generation``);
  3. score the whole conversation (the prompt's messages + the decoded response) on the tokens the chat template
-    gives for it, as ``rlhf rm`` trained and tested the reward model (``rlhf.models.reward``); a response without
-    EOS gets ``missing_eos_penalty`` (detail 4); optional clipping;
+    gives for it, as ``rlhf rm`` trained and tested the reward model (``rlhf.models.reward``), or give it to the
+    reward function (``messages=``, ``rlhf.rewards``); a response without EOS gets ``missing_eos_penalty``
+    (detail 4); optional clipping;
  4. log-probs of actor and reference (logits / temperature, detail 3), values of the critic; then every rank
     all-gathers the rollout (token ids, masks, scores, log-probs, values: small next to the models), so steps 5-7
     see the whole rollout in global order on every rank;
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import time
@@ -81,6 +83,15 @@ def load_reward_function(spec: str):
     if not callable(fn):
         raise AttributeError(f"reward.function: {module_name!r} has no callable {attr!r}")
     return fn
+
+
+def takes_messages(fn) -> bool:
+    """Whether a reward function accepts the prompt conversations (a ``messages`` parameter or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(q.name == "messages" or q.kind is inspect.Parameter.VAR_KEYWORD for q in params)
 
 
 def rollout_scores(reward_model, tok, rollout: Rollout, rows: list[dict], device) -> torch.Tensor:
@@ -181,6 +192,7 @@ def run(cfg: PPOStageConfig) -> dict:
         norm = Normalization.load(cfg.reward.model)
     else:
         reward_fn = load_reward_function(cfg.reward.function)
+    fn_takes_messages = reward_fn is not None and takes_messages(reward_fn)
     critic_path = cfg.critic.model or cfg.reward.model
     if not critic_path:
         raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
@@ -246,7 +258,8 @@ def run(cfg: PPOStageConfig) -> dict:
         if rm_e is not None:
             return norm(rollout_scores(rm_e, tok, rollout, rows, device))
         texts = response_texts(tok, rollout)
-        raw = reward_fn([r["prompt"] for r in rows], texts, [r["category"] for r in rows])
+        kw = {"messages": [r["messages"] for r in rows]} if fn_takes_messages else {}
+        raw = reward_fn([r["prompt"] for r in rows], texts, [r["category"] for r in rows], **kw)
         return torch.tensor([float(x) for x in raw], dtype=torch.float32, device=device)
 
     def rollout_batch(ids: list[list[int]], rows: list[dict]) -> tuple[Rollout, torch.Tensor, float]:
