@@ -555,12 +555,15 @@ class LLMJudgeConfig:
     """causal LM (dir or hub id) asked which answer is better, in both orders; required for judges: [llm]"""
     template: str = (
         "Two assistants answered a user. Which answer is more helpful, honest and harmless?\n\n"
-        "User: {prompt}\n\nAnswer A: {first}\n\nAnswer B: {second}\n\nThe better answer is Answer"
+        "{conversation}\n\nAnswer A: {first}\n\nAnswer B: {second}\n\nThe better answer is Answer"
     )
-    """prompt template with {prompt}, {first}, {second}; the judge compares the next-token logits of ' A' and ' B'"""
+    """prompt template with {conversation} (the prompt conversation, 'System: ...', 'User: ...' paragraphs) or
+    {prompt} (its last user message), {first}, {second}; the judge compares the next-token logits of ' A' and ' B'"""
 
     def check(self) -> None:
-        for key in ("{prompt}", "{first}", "{second}"):
+        if "{conversation}" not in self.template and "{prompt}" not in self.template:
+            raise ValueError("template: must contain {conversation} or {prompt}")
+        for key in ("{first}", "{second}"):
             if key not in self.template:
                 raise ValueError(f"template: must contain {key}")
 

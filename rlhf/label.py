@@ -6,14 +6,16 @@ labelling and a proxy reward model trained on its labels, this reproduces the go
 and Hilton (2022) for studying reward over-optimisation without humans.
 
 Input rows: ``{prompt, response_a, response_b}`` (optional ``category``, ``eos_a``, ``eos_b``), or the rows of an
-``rlhf eval`` ``samples.jsonl`` (``candidate_response`` / ``baseline_response``).
+``rlhf eval`` ``samples.jsonl`` (``candidate_response`` / ``baseline_response``). An optional ``messages`` field
+(as eval writes it) holds the whole prompt conversation (system message, earlier turns, the last user message);
+the judge sees it, and the preference row keeps it as its ``prompt``.
 """
 
 from __future__ import annotations
 
 import json
 
-from rlhf.data.formats import DataError, Problem, read_table
+from rlhf.data.formats import DataError, Problem, as_messages, read_table, text_error
 from rlhf.eval.judges import PairItem
 from rlhf.outputs import atomic_write_text
 
@@ -32,8 +34,15 @@ def read_pairs(path: str) -> list[PairItem]:
         if not isinstance(a, str) or not isinstance(b, str):
             problems.append(Problem(row.path, row.line, "need 'response_a' and 'response_b' (or an rlhf eval sample row)"))
             continue
+        msgs = d.get("messages")
+        if msgs is not None:
+            err = text_error(d, "messages")
+            if err or not isinstance(msgs, list):
+                problems.append(Problem(row.path, row.line, err or "field 'messages' must be a list of messages"))
+                continue
         items.append(PairItem(d["prompt"], d.get("category"), a, b, bool(d.get("eos_a", d.get("candidate_eos", True))),
-                              bool(d.get("eos_b", d.get("baseline_eos", True))), row.line))
+                              bool(d.get("eos_b", d.get("baseline_eos", True))), row.line,
+                              as_messages(msgs) if msgs and len(msgs) > 1 else None))
     if problems:
         raise DataError(problems)
     return items
@@ -48,7 +57,7 @@ def label(items: list[PairItem], judge) -> tuple[list[dict], dict]:
         if v == "tie":
             continue
         chosen, rejected = (it.candidate, it.baseline) if v == "win" else (it.baseline, it.candidate)
-        row = {"prompt": it.prompt, "chosen": chosen, "rejected": rejected, "judge": judge.name}
+        row = {"prompt": it.messages or it.prompt, "chosen": chosen, "rejected": rejected, "judge": judge.name}
         if it.category is not None:
             row["category"] = it.category
         rows.append(row)

@@ -1,7 +1,17 @@
 """Rule-based rewards usable as ``reward.function`` in a PPO config (``rlhf.rewards:position_keywords``).
 
 A reward function is any callable ``f(prompts, responses, categories) -> list[float]`` named by its import path;
-write your own in your package and point ``reward.function`` at it.
+write your own in your package and point ``reward.function`` at it. Per episode of the rollout:
+
+- ``prompts[i]``: the last user message of the prompt (a string);
+- ``responses[i]``: the policy's response as every stage records it (decoded, special tokens skipped, whitespace
+  stripped);
+- ``categories[i]``: the prompt's category id or None.
+
+A function that also wants the system message and the earlier turns declares a ``messages`` parameter (or
+``**kwargs``) and is called ``f(prompts, responses, categories, messages=...)``, ``messages[i]`` being the whole
+prompt conversation as ``[{"role", "content"}]`` dicts, the last one the user message of ``prompts[i]``. Functions
+without it are called with the three lists as before. See docs/conversations.md.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def test_pairwise_swap_turns_an_order_biased_judge_into_ties():
 
 def test_reward_model_judge_tie_band_and_missing_eos():
     class FakeScorer:
-        def __call__(self, prompts, responses):
+        def __call__(self, prompts, responses, complete=None):
             return [float(len(r)) for r in responses]
 
     its = [PairItem("q", None, "aaaa", "aaa", True, True, 0), PairItem("q", None, "aaaa", "aaa", False, True, 1),
@@ -47,7 +47,7 @@ def test_reward_model_judge_scores_each_response_once():
     seen = []
 
     class CountingScorer:
-        def __call__(self, prompts, responses):
+        def __call__(self, prompts, responses, complete=None):
             seen.extend(responses)
             return [float(len(r)) for r in responses]
 

@@ -110,7 +110,8 @@ def test_every_preference_format_gives_the_same_pair():
     ]
     encs = [encode_pair(tok, parse_preference_row(Row("f", i, d), {})) for i, d in enumerate(rows)]
     assert all(e == encs[0] for e in encs)
-    assert encs[0]["chosen_ids"][-1] == tok.eos_token_id
+    conv = [{"role": "user", "content": q}, {"role": "assistant", "content": c}]
+    assert encs[0]["chosen_ids"] == list(tok.apply_chat_template(conv, return_dict=True)["input_ids"])
 
 
 PREF_BAD = [

@@ -8,8 +8,9 @@ Accepted rows (strings or ``[{role, content}]`` message lists everywhere):
   (multi-turn); the prompt is the shared conversation, the response the last assistant turn
 - optional ``margin`` (float, Llama 2's margin loss) and ``category``
 
-A pair is tokenised as ``chat_template(prompt) + response + EOS``; the reward is read at that EOS (the last
-non-pad token).
+A pair is tokenised as the chat template renders each whole conversation (the prompt messages + the assistant's
+response, no generation prompt: ``tokenizer.apply_chat_template(conversation)``, the TRL and RewardBench
+convention), and the reward is read at its last token; see :func:`encode_conversation`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rlhf.data.formats import (
     read_table,
     text_error,
 )
-from rlhf.data.sft import encode_completion, encode_prompt
+from rlhf.data.sft import encode_prompt
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -127,12 +128,27 @@ def parse_preference_row(row: Row, categories: dict) -> PrefExample | str:
     return PrefExample(row.path, row.line, prompt, c, r, None if margin is None else float(margin), d.get("category"))
 
 
+def encode_conversation(tokenizer, prompt: Messages, response: str, complete: bool = True) -> list[int]:
+    """The tokens a reward model scores: the conversation ``prompt + [assistant: response]`` exactly as
+    ``tokenizer.apply_chat_template`` tokenises it (no generation prompt), so the reward is read at the same last
+    token as by anyone scoring the saved model with plain transformers. With the shipped template that is
+    ``... <|assistant|>\n{response}<|end|>\n``, the template's newline after the EOS.
+
+    ``complete=False`` (a response cut off before EOS) renders the assistant turn left open
+    (``continue_final_message``), without the template's end of turn.
+    """
+    conv = [*prompt, {"role": "assistant", "content": response}]
+    enc = tokenizer.apply_chat_template(conv, tokenize=True, return_dict=True, continue_final_message=not complete)
+    return list(enc["input_ids"])
+
+
 def encode_pair(tokenizer, ex: PrefExample) -> dict:
-    """``chosen_ids`` / ``rejected_ids`` = prompt + response + EOS (and ``margin`` when given)."""
+    """``chosen_ids`` / ``rejected_ids``: each conversation as :func:`encode_conversation` renders it (and
+    ``margin`` when given); ``prompt_len`` is the length of the prompt with its generation prompt."""
     p = encode_prompt(tokenizer, ex.prompt)
     out = {
-        "chosen_ids": p + encode_completion(tokenizer, ex.chosen),
-        "rejected_ids": p + encode_completion(tokenizer, ex.rejected),
+        "chosen_ids": encode_conversation(tokenizer, ex.prompt, ex.chosen),
+        "rejected_ids": encode_conversation(tokenizer, ex.prompt, ex.rejected),
         "prompt_len": len(p),
     }
     if ex.margin is not None:
@@ -212,4 +228,4 @@ def check_preference_rows(rows: list[Row], report, tokenizer, categories: dict, 
         )
 
 
-__all__ = ["DataError", "PrefExample", "encode_pair", "load_preferences", "parse_hh", "parse_preference_row"]
+__all__ = ["DataError", "PrefExample", "encode_conversation", "encode_pair", "load_preferences", "parse_hh", "parse_preference_row"]

@@ -12,7 +12,8 @@ preference against a baseline. Following shared/REFERENCES.md, "Win rates":
 Files written by ``export_sheet(items, out_dir)``:
 
 - ``annotation.csv``: item_id, prompt, category, response_A, response_B, verdict (empty: the rater fills in
-  A, B or tie, e.g. in a spreadsheet, and returns the file);
+  A, B or tie, e.g. in a spreadsheet, and returns the file); a prompt with a system message or earlier turns is
+  shown whole, one ``Role: content`` paragraph per message;
 - ``annotation.html``: the same items in one self-contained page (data embedded as JSON, no external assets,
   works offline from a file): the rater clicks A, B or Tie per item, sees progress, and "Download verdicts" saves
   ``verdicts.csv`` (item_id,verdict). Choices are kept in the browser's localStorage until then;
@@ -35,7 +36,7 @@ from typing import NamedTuple
 
 from rlhf.errors import RlhfError
 
-from .judges import PairItem
+from .judges import PairItem, transcript
 
 KEY_FORMAT = "rlhf-annotation-key/1"
 SHEET_COLUMNS = ["item_id", "prompt", "category", "response_A", "response_B", "verdict"]
@@ -55,10 +56,15 @@ class VerdictError(RlhfError, ValueError):
     """Bad verdict or key file; the message lists every problem as ``file:line: reason``."""
 
 
+def _shown_prompt(it: PairItem) -> str:
+    """The prompt as raters see it: the user's message, or the whole conversation when there is more to it."""
+    return it.prompt if len(it.conversation) == 1 else transcript(it.conversation)
+
+
 def _sheet_id(items: list[PairItem], seed: int) -> str:
     h = hashlib.sha256(f"{seed}\n{len(items)}".encode())
     for it in items:
-        for text in (it.prompt, it.category or "", it.candidate, it.baseline):
+        for text in (_shown_prompt(it), it.category or "", it.candidate, it.baseline):
             h.update(b"\0" + text.encode("utf-8"))
     return h.hexdigest()[:6]
 
@@ -78,7 +84,7 @@ def export_sheet(items: list[PairItem], out_dir: str, seed: int = 0, candidate_n
         item_id = f"{sheet_id}-{i + 1:04d}"
         side = "A" if rng.random() < 0.5 else "B"
         a, b = (it.candidate, it.baseline) if side == "A" else (it.baseline, it.candidate)
-        rows.append({"item_id": item_id, "prompt": it.prompt, "category": it.category or "", "response_A": a,
+        rows.append({"item_id": item_id, "prompt": _shown_prompt(it), "category": it.category or "", "response_A": a,
                      "response_B": b})
         key_items.append({"item_id": item_id, "candidate": side})
 

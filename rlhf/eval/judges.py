@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+Messages = list[dict[str, str]]
+
 
 @dataclass
 class PairItem:
@@ -31,6 +33,21 @@ class PairItem:
     """whether the baseline's response ended with EOS"""
     prompt_id: int = 0
     """index of the prompt (the bootstrap resamples over prompts, so samples of one prompt share it)"""
+    messages: Messages | None = None
+    """the whole prompt conversation as [{role, content}] (system message, earlier turns, the last user message,
+    whose text is ``prompt``); None for a single user message"""
+
+    @property
+    def conversation(self) -> Messages:
+        """The prompt conversation the responses answer: what generation saw, and what the reward model judge,
+        the LLM judge and the human sheet show (the rubric matches on ``prompt``, the question itself)."""
+        return self.messages or [{"role": "user", "content": self.prompt}]
+
+
+def transcript(messages: Messages) -> str:
+    """A conversation as readable text, one ``Role: content`` paragraph per message (``User: ...`` for a single
+    user message)."""
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
 
 
 VERDICTS = ("win", "tie", "loss")

@@ -1,4 +1,4 @@
-"""Policy-side model operations shared by PPO and evaluation: batched generation, log-probs, values, rewards.
+"""Policy-side model operations shared by PPO and evaluation: batched generation, log-probs, values, responses.
 
 Layout of a rollout batch: prompts left-padded to width P, responses right-padded to width R, so the response
 logits of every row sit at positions P-1 .. P+R-2. Position ids come from the attention mask (N+ detail 2), so
@@ -133,10 +133,7 @@ def token_values(critic, rollout: Rollout) -> torch.Tensor:
     return values[:, P - 1 : -1]
 
 
-@torch.no_grad()
-def sequence_scores(reward_model, rollout: Rollout) -> torch.Tensor:
-    """Raw reward-model scores (B,) at the last real token of prompt + response (the EOS when present)."""
-    am = rollout.attention_mask
-    ids = rollout.input_ids
-    out = reward_model(input_ids=ids, attention_mask=am, position_ids=position_ids(am), use_cache=False)
-    return out.logits.squeeze(-1).float()
+def response_texts(tok, rollout: Rollout) -> list[str]:
+    """The responses as every stage records them: decoded, special tokens (EOS, PAD) skipped, whitespace stripped.
+    The reward model and reward functions score these texts in their conversation (``rlhf.models.reward``)."""
+    return [t.strip() for t in tok.batch_decode(rollout.response_ids, skip_special_tokens=True)]

@@ -1,11 +1,28 @@
 """Reward models: a causal LM backbone with a scalar head (``AutoModelForSequenceClassification``, 1 label).
 
-The reward is read at the last non-pad token of ``prompt + response + EOS`` (transformers' sequence
-classification heads pick that token from ``pad_token_id``; PAD differs from EOS, so it is the EOS).
+What is scored: the whole conversation, the prompt messages + the assistant's response, exactly as the chat
+template renders and tokenises it with no generation prompt (``tokenizer.apply_chat_template(conversation)``, the
+TRL and RewardBench convention; :func:`rlhf.data.preference.encode_conversation`). The reward is read at the last
+token (transformers' sequence classification heads pick the last non-pad token; PAD differs from every real
+token), which with the shipped template is the newline the template writes after ``<|end|>``. So a user scoring
+the saved model with plain transformers and ``apply_chat_template`` gets the scores ``rlhf rm`` reports.
+
+Every consumer scores those tokens: RM training and test accuracy (``rlhf rm``), the normalisation statistics,
+:class:`RewardScorer` (eval's reward_model judge, compare, label) and PPO's scoring of rollouts
+(:func:`conversation_scores`). PPO does not append a template suffix to the generated token ids; it decodes each
+response to text (as eval and compare record it: special tokens skipped, whitespace stripped) and renders the
+conversation again. Why: the generated ids need not be the template's tokenisation of that conversation. A policy
+can sample a non-canonical split of a word; a template may rewrite the content (``| trim``) or end the turn with
+a token other than EOS; and where the end of turn is not a special token it can merge with the response's last
+token (``.`` + ``\n`` is one token in some BPE vocabularies), so "ids + suffix" differs from what
+``apply_chat_template`` gives. Rendering the text gives the template's tokens in every case, costs one
+tokenisation per episode on the CPU, and makes PPO's score of a response the eval judge's score of it. (The
+critic still reads values per token on the generated ids.) A response cut off before EOS is rendered with its
+turn left open (``continue_final_message``), so it is not scored as if it had ended.
 
 Normalisation (InstructGPT: a bias so that demonstrations score 0 on average before RL; N+ detail 12: gain and
 bias so the reference samples have mean 0 and std 1) is saved beside the model in ``reward_normalization.json``;
-every consumer (PPO, eval judges) goes through :class:`RewardScorer`, which applies it.
+every consumer (PPO, eval judges) applies it.
 """
 
 from __future__ import annotations
@@ -20,7 +37,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf.config import ModelConfig
 from rlhf.data.formats import Messages
-from rlhf.data.sft import encode_completion, encode_prompt
+from rlhf.data.preference import encode_conversation
 from rlhf.models.loading import DTYPES, _finish, _hub_kwargs, from_pretrained
 
 NORMALIZATION_FILE = "reward_normalization.json"
@@ -84,6 +101,17 @@ def score_sequences(model, seqs: list[list[int]], pad_id: int, batch_size: int =
     return out
 
 
+@torch.no_grad()
+def conversation_scores(model, tok, prompts: list[Messages], responses: list[str], complete: list[bool] | None = None,
+                        device="cpu") -> torch.Tensor:
+    """Raw scores (B,) of ``responses`` to ``prompts`` in one forward pass (one collective per call under ZeRO-3,
+    whatever the texts), on the tokens of :func:`encode_conversation`."""
+    complete = complete if complete is not None else [True] * len(prompts)
+    seqs = [encode_conversation(tok, p, r, c) for p, r, c in zip(prompts, responses, complete)]
+    ids, mask = pad_right(seqs, tok.pad_token_id, device)
+    return raw_rewards(model, ids, mask)
+
+
 @dataclass
 class Normalization:
     """normalised = gain * raw + bias."""
@@ -135,13 +163,15 @@ class RewardScorer:
         model.to(device).eval()
         return cls(model, tok, Normalization.load(path), device, batch_size)
 
-    def encode(self, prompt: Messages, response: str) -> list[int]:
-        return encode_prompt(self.tok, prompt) + encode_completion(self.tok, response)
+    def encode(self, prompt: Messages, response: str, complete: bool = True) -> list[int]:
+        return encode_conversation(self.tok, prompt, response, complete)
 
-    def raw(self, prompts: list[Messages], responses: list[str]) -> list[float]:
-        seqs = [self.encode(p, r) for p, r in zip(prompts, responses)]
+    def raw(self, prompts: list[Messages], responses: list[str], complete: list[bool] | None = None) -> list[float]:
+        complete = complete if complete is not None else [True] * len(prompts)
+        seqs = [self.encode(p, r, c) for p, r, c in zip(prompts, responses, complete)]
         return score_sequences(self.model, seqs, self.tok.pad_token_id, self.batch_size, self.device)
 
-    def __call__(self, prompts: list[Messages], responses: list[str]) -> list[float]:
-        """Normalised rewards of ``responses`` to ``prompts``."""
-        return [self.norm(r) for r in self.raw(prompts, responses)]
+    def __call__(self, prompts: list[Messages], responses: list[str], complete: list[bool] | None = None) -> list[float]:
+        """Normalised rewards of ``responses`` to the prompt conversations ``prompts`` (system message, earlier
+        turns, the last user message); ``complete[i]=False`` for a response cut off before EOS."""
+        return [self.norm(r) for r in self.raw(prompts, responses, complete)]

@@ -33,7 +33,7 @@ from rlhf import engine as E
 from rlhf.config import CompareStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.eval.judges import PairItem
-from rlhf.models.policy import generate
+from rlhf.models.policy import generate, response_texts
 from rlhf.outputs import atomic_write_text, save_config, write_json
 
 
@@ -86,9 +86,8 @@ def sample_responses(cfg: CompareStageConfig, prompt_ids: list[list[int]], out: 
             with torch.no_grad():
                 r = generate(model, [prompt_ids[p] for p, _ in batch], tok, g.max_new_tokens, g.temperature,
                              g.top_k, g.top_p, g.do_sample, device)
-            texts = tok.batch_decode(r.response_ids, skip_special_tokens=True)
-            new = [{"fingerprint": key, "batch": b, "prompt_id": p, "sample": k, "response": text.strip(), "eos": eos}
-                   for (p, k), text, eos in zip(batch, texts, r.has_eos.tolist())]
+            new = [{"fingerprint": key, "batch": b, "prompt_id": p, "sample": k, "response": text, "eos": eos}
+                   for (p, k), text, eos in zip(batch, response_texts(tok, r), r.has_eos.tolist())]
             rows += new
             if E.is_main():
                 f.write("".join(json.dumps(x) + "\n" for x in new))
@@ -121,7 +120,8 @@ def make_pairs(prompts: list[dict], rows: list[dict], judge, keep_incomplete: bo
             if not keep_incomplete and not (a["eos"] and b["eos"]):
                 counts["incomplete"] += 1
                 continue
-            items.append(PairItem(p["prompt"], p["category"], a["response"], b["response"], a["eos"], b["eos"], pid))
+            items.append(PairItem(p["prompt"], p["category"], a["response"], b["response"], a["eos"], b["eos"], pid,
+                                  p["messages"] if len(p["messages"]) > 1 else None))
     verdicts = judge.compare(items) if items else []
     out = []
     for it, v in zip(items, verdicts):

@@ -2,14 +2,16 @@
 
 generate -> judge -> statistics -> capability -> report:
 
-1. Every model answers the held-out prompts (``eval.samples_per_prompt`` seeded samples each). Generations are
+1. Every model answers the held-out prompts, each its whole conversation (system message and earlier turns as
+   well as the last user message), as in PPO (``eval.samples_per_prompt`` seeded samples each). Generations are
    cached in ``OUT/generations/NAME.jsonl`` with a fingerprint of the model, prompts and settings, so adding a
    judge or a candidate does not regenerate the others; ``eval.generations_dir`` lets two evals of the same models
    (say, one against the SFT model and one against the base model) share one cache.
 2. Each candidate's sample k of prompt i is paired with the baseline's sample k of prompt i, and every judge gives
-   a verdict (win / tie / loss, candidate's view): ``rubric`` (the offline stand-in for human raters),
-   ``reward_model`` (normalised scores), ``llm`` (a local LM in both orders), ``human`` (an annotation sheet is
-   written; ``rlhf eval CONFIG --import-human FILE`` reads the verdicts back).
+   a verdict (win / tie / loss, candidate's view) with the whole prompt conversation in front of it (the rubric
+   matches on the last user message): ``rubric`` (the offline stand-in for human raters), ``reward_model``
+   (normalised scores), ``llm`` (a local LM in both orders), ``human`` (an annotation sheet is written;
+   ``rlhf eval CONFIG --import-human FILE`` reads the verdicts back).
 3. Per candidate x judge x category and overall: wins, ties, losses, win rate (ties count half) and a 95% paired
    bootstrap interval over prompts; the rubric's mean 1-5 score per model and category with its interval.
 4. Capability integrity: perplexity of every model on held-out pretraining text.
@@ -34,7 +36,7 @@ from rlhf.eval import stats
 from rlhf.eval.judges import PairItem
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.loading import DTYPES, from_pretrained
-from rlhf.models.policy import generate
+from rlhf.models.policy import generate, response_texts
 from rlhf.outputs import atomic_write_text, read_metrics, save_config, write_json
 
 
@@ -66,7 +68,7 @@ def model_stamp(path: str) -> str:
 def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict], device) -> list[dict]:
     """Cached responses of model ``name``: rows {prompt_id, sample, response, eos}."""
     g = cfg.generation
-    key = fingerprint(model_stamp(path), path, [p["prompt"] for p in prompts], g.__dict__,
+    key = fingerprint(model_stamp(path), path, [p["messages"] for p in prompts], g.__dict__,
                       cfg.eval.samples_per_prompt, cfg.run.seed)
     cache = os.path.join(cfg.eval.generations_dir or os.path.join(cfg.run.output_dir, "generations"), f"{name}.jsonl")
     if os.path.exists(cache):
@@ -78,7 +80,7 @@ def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict],
     from rlhf.data.sft import encode_prompt
 
     model, tok = load_policy(path, cfg.eval.dtype, device)
-    ids = [encode_prompt(tok, [{"role": "user", "content": p["prompt"]}]) for p in prompts]
+    ids = [encode_prompt(tok, p["messages"]) for p in prompts]
     rows = []
     for k in range(cfg.eval.samples_per_prompt):
         torch.manual_seed(cfg.run.seed * 1000 + k)  # the same draws for every model: a paired comparison
@@ -86,9 +88,8 @@ def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict],
                       disable=not cfg.run.progress, leave=False):
             r = generate(model, ids[i : i + cfg.eval.batch_size], tok, g.max_new_tokens, g.temperature, g.top_k,
                          g.top_p, True, device)
-            texts = tok.batch_decode(r.response_ids, skip_special_tokens=True)
-            for j, (text, eos) in enumerate(zip(texts, r.has_eos.tolist())):
-                rows.append({"fingerprint": key, "prompt_id": i + j, "sample": k, "response": text.strip(), "eos": eos})
+            for j, (text, eos) in enumerate(zip(response_texts(tok, r), r.has_eos.tolist())):
+                rows.append({"fingerprint": key, "prompt_id": i + j, "sample": k, "response": text, "eos": eos})
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     atomic_write_text(cache, "".join(json.dumps(r) + "\n" for r in rows))
     E.print0(f"[eval] {name}: generated {len(rows)} responses")
@@ -128,7 +129,7 @@ def pair_items(prompts: list[dict], cand: list[dict], base: list[dict]) -> list[
         b = by_key[(r["prompt_id"], r["sample"])]
         p = prompts[r["prompt_id"]]
         items.append(PairItem(p["prompt"], p["category"], r["response"], b["response"], r["eos"], b["eos"],
-                              r["prompt_id"]))
+                              r["prompt_id"], p["messages"] if len(p["messages"]) > 1 else None))
     return items
 
 
@@ -268,7 +269,8 @@ def write_samples(path, prompts, items, verdicts, gens, baseline) -> None:
             k = gens[c][i]["sample"]
             lines.append(json.dumps({
                 "candidate": c, "baseline": baseline, "prompt_id": it.prompt_id, "sample": k, "prompt": it.prompt,
-                "category": it.category, "candidate_response": it.candidate, "baseline_response": it.baseline,
+                "messages": it.conversation, "category": it.category, "candidate_response": it.candidate,
+                "baseline_response": it.baseline,
                 "candidate_eos": it.candidate_eos, "baseline_eos": it.baseline_eos,
                 "verdicts": {j: v[i] for j, v in verdicts[c].items()},
                 "rubric_candidate": rub[c].get((it.prompt_id, k)), "rubric_baseline": rub[baseline].get((it.prompt_id, k)),

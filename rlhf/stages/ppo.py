@@ -11,8 +11,10 @@ Per iteration (numbers refer to the implementation details in README, "PPO-ptx")
     rank r takes the r-th contiguous slice;
  2. generate with the actor: KV cache, left padding, sampling settings from config, stop at EOS, truncate after it;
     under ZeRO-3 the actor's parameters are gathered once for the whole rollout (``ppo.gather_for_generation``);
- 3. score prompt + response with the reward model at the last response token; optional clipping; a response
-    without EOS has ``missing_eos_penalty`` subtracted (detail 4; or its score replaced, ``missing_eos_score``);
+ 3. score the whole conversation (the prompt's messages + the decoded response) on the tokens the chat template
+    gives for it, as ``rlhf rm`` trained and tested the reward model (``rlhf.models.reward``), or give it to the
+    reward function (``messages=``, ``rlhf.rewards``); optional clipping; a response without EOS has
+    ``missing_eos_penalty`` subtracted (detail 4; or its score replaced, ``missing_eos_score``);
  4. log-probs of actor and reference (logits / temperature, detail 3), values of the critic; then every rank
     all-gathers the rollout (token ids, masks, scores, log-probs, values: small next to the models), so steps 5-7
     see the whole rollout in global order on every rank;
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import time
@@ -60,10 +63,10 @@ from rlhf.models.policy import (
     generate,
     logprobs_from_logits,
     response_logits,
-    sequence_scores,
+    response_texts,
     token_values,
 )
-from rlhf.models.reward import Normalization, load_reward_backbone
+from rlhf.models.reward import Normalization, conversation_scores, load_reward_backbone
 from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output_dir, save_config, write_json
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,6 +85,24 @@ def load_reward_function(spec: str):
     if not callable(fn):
         raise AttributeError(f"reward.function: {module_name!r} has no callable {attr!r}")
     return fn
+
+
+def takes_messages(fn) -> bool:
+    """Whether a reward function accepts the prompt conversations (a ``messages`` parameter or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(q.name == "messages" or q.kind is inspect.Parameter.VAR_KEYWORD for q in params)
+
+
+def rollout_scores(reward_model, tok, rollout: Rollout, rows: list[dict], device) -> torch.Tensor:
+    """Raw reward-model scores (B,) of a rollout: each prompt conversation (``rows[i]["messages"]``) with the
+    decoded response, on the tokens the chat template gives for that conversation, as ``rlhf rm`` trained and
+    tested the model and as ``RewardScorer`` and plain transformers score it (``rlhf.models.reward`` says why the
+    text is rendered again rather than a suffix appended to the generated ids)."""
+    return conversation_scores(reward_model, tok, [r["messages"] for r in rows], response_texts(tok, rollout),
+                               rollout.has_eos.tolist(), device)
 
 
 def iteration_indices(it: int, n: int, batch: int, seed: int) -> list[int]:
@@ -173,6 +194,7 @@ def run(cfg: PPOStageConfig) -> dict:
         norm = Normalization.load(cfg.reward.model)
     else:
         reward_fn = load_reward_function(cfg.reward.function)
+    fn_takes_messages = reward_fn is not None and takes_messages(reward_fn)
     critic_path = cfg.critic.model or cfg.reward.model
     if not critic_path:
         raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
@@ -237,9 +259,10 @@ def run(cfg: PPOStageConfig) -> dict:
 
     def scores_of(rollout: Rollout, rows: list[dict]) -> torch.Tensor:
         if rm_e is not None:
-            return norm(sequence_scores(rm_e, rollout))
-        texts = tok.batch_decode(rollout.response_ids, skip_special_tokens=True)
-        raw = reward_fn([r["prompt"] for r in rows], texts, [r["category"] for r in rows])
+            return norm(rollout_scores(rm_e, tok, rollout, rows, device))
+        texts = response_texts(tok, rollout)
+        kw = {"messages": [r["messages"] for r in rows]} if fn_takes_messages else {}
+        raw = reward_fn([r["prompt"] for r in rows], texts, [r["category"] for r in rows], **kw)
         return torch.tensor([float(x) for x in raw], dtype=torch.float32, device=device)
 
     def rollout_batch(ids: list[list[int]], rows: list[dict]) -> tuple[Rollout, torch.Tensor, float]:
@@ -443,7 +466,7 @@ def heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device) -> di
     Every rank scores the full held-out set (small); sampling uses a fixed seed so both models see the same draw.
     """
     g = cfg.generation
-    ids, _ = heldout
+    ids, rows = heldout
     out = {}
     models = {"final": actor_e}
     if ref_e is not None:
@@ -456,7 +479,7 @@ def heldout_rewards(heldout, actor_e, ref_e, rm_e, norm, tok, cfg, device) -> di
             with E.gathered_for_generation(model, cfg.ppo.gather_for_generation) as synced:
                 r = generate(E.unwrap(model), ids[i : i + 32], tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p,
                              g.do_sample, device, synced_gpus=synced)
-            s = norm(sequence_scores(rm_e, r))
+            s = norm(rollout_scores(rm_e, tok, r, rows[i : i + 32], device))
             s = shaped_scores(cfg, s, r.has_eos)
             scores += s.tolist()
         torch.set_rng_state(rng)

@@ -4,7 +4,8 @@ setup -> train -> evaluate -> normalise -> save:
 
 1. Validate and tokenise the pairs (every bad row reported with file and line; nothing trains on bad data).
 2. A sequence-classification model with a scalar head, initialised from the SFT model (or any causal LM);
-   dropout off; the reward is read at the last non-pad token (the EOS after the response).
+   dropout off; each pair's conversations are tokenised as ``tokenizer.apply_chat_template`` renders them and the
+   reward is read at the last token (``rlhf.models.reward``), so plain transformers reproduces the scores.
 3. Train with ``rlhf.algos.losses.pairwise_loss``: -log sigmoid(r_c - r_r - margin) (+ optional centring),
    on the shared DeepSpeed dict; optional LoRA (the head always trains).
 4. Evaluate on the held-out test pairs: accuracy (ties wrong), mean margin, accuracy per category, expected
