@@ -47,6 +47,8 @@ for c in "${COEFS[@]}"; do
   fi
   models="$models, 'ptx_$c': '$dir'"
 done
+# run.overwrite: the evaluation is redone whenever the script runs (another set of coefficients is other models);
+# cached generations of unchanged models are reused
 rlhf eval "$RUN/eval/config.yaml" "run.output_dir=$OUT/eval" "eval.baseline=sft" "reward_judge.model=$RUN/rm" \
-  "models={$models}"
+  "models={$models}" run.overwrite=true
 echo "[ptx_sweep] report: $OUT/eval/report.md"

@@ -45,6 +45,9 @@ class RunConfig:
     """global seed; each rank seeds with seed + rank"""
     resume: str = "auto"
     """'auto': continue from the newest complete checkpoint, if any; 'never': start fresh; or a checkpoint dir"""
+    overwrite: bool = False
+    """write into output_dir although it holds files rlhf did not write, another stage's run or a run with other
+    settings: the stage starts over there (its summary, metrics and checkpoints are deleted first)"""
     logging_steps: int = 1
     """write a metrics.jsonl line every this many optimizer steps"""
     save_steps: int = 50

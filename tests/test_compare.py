@@ -145,9 +145,10 @@ def test_an_interrupted_compare_resumes_after_its_last_batch_and_draws_the_same_
     assert len(calls) == 4 - 2  # 18 responses in batches of 5: 4 batches, 2 were done
     assert _read(out / "samples.jsonl") == _read(full / "samples.jsonl")
     assert _read(out / "pairs.jsonl") == _read(full / "pairs.jsonl")
-    # another generation setting does not reuse the partial file: every batch is drawn again
+    # another generation setting does not reuse the partial file: every batch is drawn again (the directory holds
+    # no run of rlhf's own beside the copied file, so it takes run.overwrite, which starts it over)
     calls.clear()
-    compare.run(_cfg(other, micro_sft, "generation.max_new_tokens=20"))
+    compare.run(_cfg(other, micro_sft, "generation.max_new_tokens=20", "run.overwrite=true"))
     assert len(calls) == 4
 
 

@@ -93,10 +93,11 @@ def test_eval_writes_reports_caches_generations_and_round_trips_human_verdicts(t
     assert ag["base"]["agree"] == sum(x["verdicts"]["rubric"] == x["verdicts"]["reward_model"] for x in both)
     assert "## Judge agreement" in report
 
-    # adding a judge reuses the cached generations (the cache files are not rewritten)
+    # judging again with other judges (a finished eval is redone with run.overwrite) reuses the cached generations
+    # (the cache files are not rewritten)
     cache = os.path.join(out, "generations", "base.jsonl")
     before = os.path.getmtime(cache)
-    ev.run(eval_cfg(out, models, f"reward_judge.model={micro_rm}", "eval.judges=[rubric]"))
+    ev.run(eval_cfg(out, models, f"reward_judge.model={micro_rm}", "eval.judges=[rubric,human]", "run.overwrite=true"))
     assert os.path.getmtime(cache) == before
 
     # a rater fills in the sheet: always the response that is the candidate's, per the key; import via the CLI

@@ -34,7 +34,7 @@ from rlhf.config import CompareStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.eval.judges import PairItem
 from rlhf.models.policy import generate, response_texts
-from rlhf.outputs import atomic_write_text, save_config, write_json
+from rlhf.outputs import atomic_write_text, save_config, stage_output, write_json
 
 
 def _read_partial(path: str, key: str) -> list[dict]:
@@ -139,11 +139,11 @@ def make_pairs(prompts: list[dict], rows: list[dict], judge, keep_incomplete: bo
     return out, counts
 
 
+@stage_output("compare")
 def run(cfg: CompareStageConfig) -> dict:
     t_start = time.time()
     E.init_env()
     out = cfg.run.output_dir
-    os.makedirs(out, exist_ok=True)
     E.seed_everything(cfg.run.seed)
     device = E.device()
     from transformers import AutoTokenizer

@@ -37,7 +37,7 @@ from rlhf.eval.judges import PairItem
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.loading import DTYPES, from_pretrained
 from rlhf.models.policy import generate, response_texts
-from rlhf.outputs import atomic_write_text, read_metrics, save_config, write_json
+from rlhf.outputs import atomic_write_text, read_metrics, save_config, stage_output, write_json
 
 
 def load_policy(path: str, dtype: str, device):
@@ -133,11 +133,11 @@ def pair_items(prompts: list[dict], cand: list[dict], base: list[dict]) -> list[
     return items
 
 
+@stage_output("eval", result_file="winrates.json")
 def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
     t_start = time.time()
     E.init_env()
     out = cfg.run.output_dir
-    os.makedirs(out, exist_ok=True)
     device = E.device()
     categories = load_categories(cfg.data.categories_file)
     from transformers import AutoTokenizer

@@ -9,7 +9,8 @@ config file and overrides. ``{name}`` in an override is replaced by the output d
       - {name: base, command: pretrain, config: configs/tiny/pretrain.yaml}
       - {name: sft, command: sft, config: configs/tiny/sft.yaml, overrides: ["model.name_or_path={base}"]}
 
-A stage whose ``summary.json`` exists is skipped; an interrupted one resumes from its last checkpoint
+A stage whose ``summary.json`` exists is skipped (a finished stage whose settings differ from the config's is
+refused, naming them: docs/run_directory.md); an interrupted one resumes from its last checkpoint
 (``run.resume=auto``), so re-running after a crash or Ctrl-C loses nothing. Before each stage one line shows the
 overall progress: stage i of N, time so far and an estimate of the time left (from ``expected_minutes``, scaled
 by how the finished stages compared with their estimates).
@@ -33,7 +34,7 @@ import time
 
 from rlhf import engine as E
 from rlhf.config import STAGES, ConfigError, PipelineConfig, check_model_sources, load_config
-from rlhf.outputs import is_finished, read_json, save_config, write_json
+from rlhf.outputs import finished_run, read_json, save_config, write_json
 from rlhf.report import code_version
 
 
@@ -179,6 +180,8 @@ def run(cfg: PipelineConfig) -> dict:
     os.makedirs(cfg.run_dir, exist_ok=True)
     # validate every stage's config before anything runs: a typo in the last stage fails now, not in an hour
     configs = [stage_config(cfg, i) for i in range(len(cfg.stages))]
+    for s, scfg in zip(cfg.stages, configs):  # a finished stage whose settings changed fails now, not in an hour
+        finished_run(stage_dirs(cfg)[s.name], s.command, scfg)
     save_config(cfg.run_dir, cfg)
     # the stages' progress reports (rlhf.engine.report_progress) feed the one overall view
     view = OverallProgress(cfg.stages, cfg.progress and E.is_main(), cfg.progress_log_seconds)
@@ -200,7 +203,7 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProg
         out = stage_dirs(cfg)[s.name]
         speed = done_actual / done_expected if done_expected > 0 else 1.0
         view.start_stage(i, speed)
-        finished = is_finished(out) and s.command != "eval"
+        finished = finished_run(out, s.command, scfg)  # with other settings than the config's: refused
         ckpts = os.path.join(out, "checkpoints")
         resuming = not finished and os.path.isdir(ckpts) and bool(os.listdir(ckpts))
         E.print0(

@@ -67,7 +67,15 @@ from rlhf.models.policy import (
     token_values,
 )
 from rlhf.models.reward import Normalization, conversation_scores, load_reward_backbone
-from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output_dir, save_config, write_json
+from rlhf.outputs import (
+    MetricsLog,
+    announce,
+    atomic_write_text,
+    checkpoints_dir,
+    save_config,
+    stage_output,
+    write_json,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Data and reward sources
@@ -147,13 +155,14 @@ class EMA:
 # ----------------------------------------------------------------------------------------------------------
 
 
+@stage_output("ppo")
 def run(cfg: PPOStageConfig) -> dict:
     t_start = time.time()
     E.init_distributed()
     E.adopt_accelerate_launch(cfg.deepspeed)
     E.seed_everything(cfg.run.seed)
     out = cfg.run.output_dir
-    ckpt_root = prepare_output_dir(out, cfg.run.resume)
+    ckpt_root = checkpoints_dir(out)
     device = E.device()
     p, g = cfg.ppo, cfg.generation
     world = E.world_size()

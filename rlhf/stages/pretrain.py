@@ -29,7 +29,7 @@ from rlhf.data.text import tokenize_blocks
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.layers import residual_stream
 from rlhf.models.loading import count_params, load_causal_lm, load_tokenizer
-from rlhf.outputs import MetricsLog, announce, prepare_output_dir, save_config, write_json
+from rlhf.outputs import MetricsLog, announce, checkpoints_dir, save_config, stage_output, write_json
 
 
 def batch_indices(step: int, n: int, plan: E.BatchPlan, seed: int) -> torch.Tensor:
@@ -43,13 +43,14 @@ def batch_indices(step: int, n: int, plan: E.BatchPlan, seed: int) -> torch.Tens
     return batch[E.rank() * per_rank : (E.rank() + 1) * per_rank]
 
 
+@stage_output("pretrain")
 def run(cfg: PretrainStageConfig) -> dict:
     t_start = time.time()
     E.init_distributed()
     E.adopt_accelerate_launch(cfg.deepspeed)
     E.seed_everything(cfg.run.seed)
     out = cfg.run.output_dir
-    ckpt_root = prepare_output_dir(out, cfg.run.resume)
+    ckpt_root = checkpoints_dir(out)
     device = E.device()
 
     # ---- setup ------------------------------------------------------------------------------------------

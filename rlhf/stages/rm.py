@@ -43,7 +43,15 @@ from rlhf.engine.hf import (
 from rlhf.eval.reward_metrics import reward_report
 from rlhf.models.loading import apply_lora, count_params, load_tokenizer
 from rlhf.models.reward import Normalization, load_reward_backbone, score_sequences
-from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output_dir, save_config, write_json
+from rlhf.outputs import (
+    MetricsLog,
+    announce,
+    atomic_write_text,
+    checkpoints_dir,
+    save_config,
+    stage_output,
+    write_json,
+)
 
 
 def make_trainer_class():
@@ -72,6 +80,7 @@ def pair_rewards(model, encodings: list[dict], pad_id: int, batch_size: int, dev
     return chosen, rejected
 
 
+@stage_output("rm")
 def run(cfg: RMStageConfig) -> dict:
     from datasets import Dataset
     from trl import RewardConfig
@@ -79,7 +88,7 @@ def run(cfg: RMStageConfig) -> dict:
     t_start = time.time()
     E.init_env()
     out = cfg.run.output_dir
-    ckpt_dir = prepare_output_dir(out, cfg.run.resume)
+    ckpt_dir = checkpoints_dir(out)
 
     # ---- setup ------------------------------------------------------------------------------------------
     tok = load_tokenizer(cfg.model)

@@ -36,7 +36,7 @@ from rlhf.engine.hf import (
 )
 from rlhf.eval.perplexity import completion_loss
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
-from rlhf.outputs import MetricsLog, announce, prepare_output_dir, save_config, write_json
+from rlhf.outputs import MetricsLog, announce, checkpoints_dir, save_config, stage_output, write_json
 
 
 def split_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -48,6 +48,7 @@ def split_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
+@stage_output("sft")
 def run(cfg: SFTStageConfig) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -55,7 +56,7 @@ def run(cfg: SFTStageConfig) -> dict:
     t_start = time.time()
     E.init_env()
     out = cfg.run.output_dir
-    ckpt_dir = prepare_output_dir(out, cfg.run.resume)
+    ckpt_dir = checkpoints_dir(out)
 
     # ---- setup ------------------------------------------------------------------------------------------
     tok = load_tokenizer(cfg.model)
