@@ -14,6 +14,7 @@ non-pad token).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -121,6 +122,8 @@ def parse_preference_row(row: Row, categories: dict) -> PrefExample | str:
     margin = d.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         return f"field 'margin' must be a number, got {type(margin).__name__}"
+    if margin is not None and not math.isfinite(margin):
+        return f"field 'margin' must be a finite number, got {margin!r}"
     err = category_error(d, categories)
     if err:
         return err

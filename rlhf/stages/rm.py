@@ -30,8 +30,10 @@ from rlhf.data.preference import load_preferences
 from rlhf.engine.hf import (
     CheckpointMarker,
     MetricsCallback,
+    NonFiniteLossMixin,
     ProgressCallback,
     find_hf_checkpoint,
+    install_nonfinite_guard,
     save_final_model,
     trainer_kwargs,
 )
@@ -44,7 +46,7 @@ from rlhf.outputs import MetricsLog, announce, atomic_write_text, prepare_output
 def make_trainer_class():
     from trl import RewardTrainer
 
-    class BTRewardTrainer(RewardTrainer):
+    class BTRewardTrainer(NonFiniteLossMixin, RewardTrainer):
         """TRL's RewardTrainer with the loss from ``rlhf.algos.losses.pairwise_loss``."""
 
         center_coef: float = 0.0
@@ -125,6 +127,7 @@ def run(cfg: RMStageConfig) -> dict:
         processing_class=tok,
         callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
+    install_nonfinite_guard(trainer, "rm")
 
     # ---- train ------------------------------------------------------------------------------------------
     result = trainer.train(resume_from_checkpoint=resume_from)

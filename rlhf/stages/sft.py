@@ -25,8 +25,10 @@ from rlhf.data.sft import SFTCollator, load_sft_or_raise
 from rlhf.engine.hf import (
     CheckpointMarker,
     MetricsCallback,
+    NonFiniteLossMixin,
     ProgressCallback,
     find_hf_checkpoint,
+    install_nonfinite_guard,
     save_final_model,
     trainer_kwargs,
 )
@@ -96,7 +98,11 @@ def run(cfg: SFTStageConfig) -> dict:
     save_config(out, cfg, derived)
     log = MetricsLog(out, (), resume_step=resume_step)
     collator = SFTCollator(tok.pad_token_id)
-    trainer = SFTTrainer(
+
+    class GuardedSFTTrainer(NonFiniteLossMixin, SFTTrainer):
+        pass
+
+    trainer = GuardedSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_enc),
@@ -105,6 +111,7 @@ def run(cfg: SFTStageConfig) -> dict:
         data_collator=collator,
         callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
+    install_nonfinite_guard(trainer, "sft")
 
     # ---- train ------------------------------------------------------------------------------------------
     summary: dict = {"stage": "sft", "train_rows": len(train_enc), "heldout_rows": len(eval_enc)}
