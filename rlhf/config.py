@@ -15,6 +15,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import re
 import textwrap
@@ -854,14 +855,19 @@ def _coerce(value: Any, tp: Any, key: str, src: _Source) -> Any:
             return int(value)
         raise bad()
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '1e-5' as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads '1e-5' as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad() from None
-        raise bad()
+        if number is None:
+            raise bad()
+        if not math.isfinite(number):  # .nan / .inf in YAML, nan / inf on the command line
+            raise bad(" (a finite number: nan and inf are not allowed)")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -15,6 +15,7 @@ convention), and the reward is read at its last token; see :func:`encode_convers
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -122,6 +123,8 @@ def parse_preference_row(row: Row, categories: dict) -> PrefExample | str:
     margin = d.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         return f"field 'margin' must be a number, got {type(margin).__name__}"
+    if margin is not None and not math.isfinite(margin):
+        return f"field 'margin' must be a finite number, got {margin!r}"
     err = category_error(d, categories)
     if err:
         return err

@@ -15,6 +15,9 @@ Facts this encodes (checked on transformers 5 / accelerate 1.x / TRL 1.x):
   :func:`exact_resume` fixes both: the marker also records the loss totals (``Trainer._total_loss_scalar``,
   ``_tr_loss`` per rank, ``_globalstep_last_logged``) in each checkpoint and puts them back when training resumes,
   and an epoch is not entered once ``max_steps`` is reached; :func:`train_loss` is the whole run's mean.
+- Under DeepSpeed the optimizer step happens inside ``training_step`` (accelerate's backward), and the Trainer
+  calls ``on_step_end`` before it logs or saves that step: :func:`install_nonfinite_guard` checks the step there
+  (``rlhf.engine.guard``), with the losses seen by :class:`NonFiniteLossMixin`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from transformers import TrainerCallback
 from rlhf.config import DeepSpeedConfig, RunConfig, TrainConfig
 from rlhf.engine.core import BatchPlan, adopt_accelerate_launch, deepspeed_config
 from rlhf.engine.dist import init_env, is_main, on_cpu, rank, report_progress, skip_shm_op_when_alone, warn0, world_size
+from rlhf.engine.guard import NonFiniteGuard
 
 COMPLETE = "COMPLETE"
 LOSS_STATE = "rlhf_loss_state.json"
@@ -166,6 +170,37 @@ def hf_checkpoint_step(path: str) -> int:
     """The optimizer step an HF checkpoint was written at (from its trainer_state.json, whatever its name)."""
     with open(os.path.join(path, "trainer_state.json")) as f:
         return int(json.load(f)["global_step"])
+class NonFiniteLossMixin:
+    """Mixed in before a Trainer class: every micro-batch loss goes to the guard of
+    :func:`install_nonfinite_guard` (kept on the device; checked once per optimizer step)."""
+
+    nonfinite_guard: NonFiniteGuard | None = None
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        if self.nonfinite_guard is not None:
+            self.nonfinite_guard.observe_loss(loss)
+        return loss
+
+
+class NonFiniteCallback(TrainerCallback):
+    """Runs the guard at ``on_step_end``, before the Trainer logs, evaluates or saves the step."""
+
+    def __init__(self, trainer, guard: NonFiniteGuard):
+        self.trainer, self.guard = trainer, guard
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        engine = self.trainer.model_wrapped  # the DeepSpeedEngine once training has started
+        grad_norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+        self.guard.check(state.global_step, model if model is not None else self.trainer.model, grad_norm)
+
+
+def install_nonfinite_guard(trainer, stage: str) -> None:
+    """Stop ``trainer`` (a :class:`NonFiniteLossMixin` Trainer) at the first non-finite loss, gradient or weight
+    with a :class:`rlhf.errors.TrainingError` naming the step, before that step is saved."""
+    guard = NonFiniteGuard(stage, lambda: find_hf_checkpoint("auto", trainer.args.output_dir), fp16=trainer.args.fp16)
+    trainer.nonfinite_guard = guard
+    trainer.add_callback(NonFiniteCallback(trainer, guard))
 
 
 def find_hf_checkpoint(resume: str, ckpt_dir: str) -> str | None:

@@ -26,6 +26,7 @@ from rlhf import engine as E
 from rlhf.algos.linearity import cosine_regularizer
 from rlhf.config import PretrainStageConfig
 from rlhf.data.text import tokenize_blocks
+from rlhf.engine.guard import NonFiniteGuard
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.layers import residual_stream
 from rlhf.models.loading import count_params, load_causal_lm, load_tokenizer
@@ -96,6 +97,8 @@ def run(cfg: PretrainStageConfig) -> dict:
     t_last, tokens = time.time(), 0
     loss_sum, reg_sum, loss_n = 0.0, 0.0, 0
     lin_coef = cfg.train.linearity_coef
+    guard = NonFiniteGuard("pretrain", lambda: (E.list_checkpoints(ckpt_root) or [None])[-1],
+                           fp16=cfg.deepspeed.precision == "fp16")
     for step in range(start, total_steps):
         idx = batch_indices(step, len(train_blocks), plan, cfg.run.seed)
         for micro in idx.split(plan.micro_batch):
@@ -105,15 +108,18 @@ def run(cfg: PretrainStageConfig) -> dict:
                     loss = engine(input_ids=x, labels=x).loss
                 reg, _ = cosine_regularizer(hidden)
                 engine.backward(loss + lin_coef * reg)
+                guard.observe_loss(reg)
                 reg_sum += reg.item()
             else:
                 loss = engine(input_ids=x, labels=x).loss
                 engine.backward(loss)
             engine.step()
+            guard.observe_loss(loss)
             loss_sum += loss.item()
             loss_n += 1
             tokens += x.numel()
         done = step + 1
+        guard.check(done, E.unwrap(engine), engine.get_global_grad_norm())  # before this step is logged or saved
         if done % cfg.run.logging_steps == 0 or done == total_steps:
             now = time.time()
             local = {"loss": loss_sum / loss_n}

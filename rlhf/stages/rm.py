@@ -31,10 +31,12 @@ from rlhf.data.preference import load_preferences
 from rlhf.engine.hf import (
     CheckpointMarker,
     MetricsCallback,
+    NonFiniteLossMixin,
     ProgressCallback,
     exact_resume,
     find_hf_checkpoint,
     hf_checkpoint_step,
+    install_nonfinite_guard,
     save_final_model,
     train_loss,
     train_resuming,
@@ -57,7 +59,7 @@ from rlhf.outputs import (
 def make_trainer_class():
     from trl import RewardTrainer
 
-    class BTRewardTrainer(RewardTrainer):
+    class BTRewardTrainer(NonFiniteLossMixin, RewardTrainer):
         """TRL's RewardTrainer with the loss from ``rlhf.algos.losses.pairwise_loss``."""
 
         center_coef: float = 0.0
@@ -140,6 +142,7 @@ def run(cfg: RMStageConfig) -> dict:
         callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
     exact_resume(trainer, resume_from)
+    install_nonfinite_guard(trainer, "rm")
 
     # ---- train ------------------------------------------------------------------------------------------
     train_resuming(trainer, resume_from)

@@ -25,10 +25,12 @@ from rlhf.data.sft import SFTCollator, load_sft_or_raise
 from rlhf.engine.hf import (
     CheckpointMarker,
     MetricsCallback,
+    NonFiniteLossMixin,
     ProgressCallback,
     exact_resume,
     find_hf_checkpoint,
     hf_checkpoint_step,
+    install_nonfinite_guard,
     save_final_model,
     train_loss,
     train_resuming,
@@ -101,7 +103,11 @@ def run(cfg: SFTStageConfig) -> dict:
     save_config(out, cfg, derived)
     log = MetricsLog(out, (), resume_step=resume_step)
     collator = SFTCollator(tok.pad_token_id)
-    trainer = SFTTrainer(
+
+    class GuardedSFTTrainer(NonFiniteLossMixin, SFTTrainer):
+        pass
+
+    trainer = GuardedSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_enc),
@@ -111,6 +117,7 @@ def run(cfg: SFTStageConfig) -> dict:
         callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
     )
     exact_resume(trainer, resume_from)
+    install_nonfinite_guard(trainer, "sft")
 
     # ---- train ------------------------------------------------------------------------------------------
     summary: dict = {"stage": "sft", "train_rows": len(train_enc), "heldout_rows": len(eval_enc)}
