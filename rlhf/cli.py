@@ -21,13 +21,24 @@ STAGE_HELP = {
 
 
 def _stage(name: str, args: argparse.Namespace) -> int:
+    from rlhf.failures import remove_if_untouched
+    from rlhf.preflight import check_inputs
+
     cfg = load_config(STAGES[name], args.config, args.overrides)
     check_model_sources(cfg)
+    check_inputs(cfg)
+    args.loaded_config = cfg  # for the Ctrl-C and disk-full messages
+    out = cfg.run.output_dir
+    existed, had_checkpoints = os.path.exists(out), os.path.exists(os.path.join(out, "checkpoints"))
     module = importlib.import_module(f"rlhf.stages.{name}")
-    if name == "eval":
-        module.run(cfg, import_human=args.import_human)
-    else:
-        module.run(cfg)
+    try:
+        if name == "eval":
+            module.run(cfg, import_human=args.import_human)
+        else:
+            module.run(cfg)
+    except BaseException:
+        remove_if_untouched(out, existed, had_checkpoints)  # a run that failed before writing leaves no trace
+        raise
     return 0
 
 
@@ -35,7 +46,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     from rlhf.config import PipelineConfig
     from rlhf.stages import pipeline
 
-    pipeline.run(load_config(PipelineConfig, args.config, args.overrides))
+    cfg = load_config(PipelineConfig, args.config, args.overrides)
+    args.loaded_config = cfg
+    pipeline.run(cfg)
     return 0
 
 
@@ -199,13 +212,25 @@ def _defaults_for_check(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlhf import failures
+
     args = build_parser().parse_args(argv)
     _defaults_for_check(args)
+    previous = failures.catch_sigint()
     try:
         return args.func(args)
     except (RlhfError, FileNotFoundError, FileExistsError) as e:
+        if failures.was_interrupted(e):  # e.g. a rank whose peers stopped on Ctrl-C
+            return failures.report(e, args.command, getattr(args, "loaded_config", None))
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Exception) as e:  # Ctrl-C and a full disk get one line; anything else is a bug
+        code = failures.report(e, args.command, getattr(args, "loaded_config", None))
+        if code is None:
+            raise
+        return code
+    finally:
+        failures.restore_sigint(previous)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -245,6 +245,9 @@ class SFTDataConfig:
     """maximum tokens of prompt + completion; longer rows are an error (see on_overlength)"""
     on_overlength: Literal["error", "truncate", "drop"] = "error"
     """what to do with a row over max_length"""
+    on_invalid: Literal["error", "drop"] = "error"
+    """what to do with an invalid row (bad JSON, missing or empty fields, unknown category): 'error' refuses the
+    file listing every one; 'drop' trains without them and reports them in the log and summary.json"""
 
     def check(self) -> None:
         if not 0 <= self.eval_fraction < 1:
@@ -276,6 +279,10 @@ class RMDataConfig:
     """maximum tokens of prompt + response"""
     on_overlength: Literal["error", "truncate", "drop"] = "error"
     """what to do with a pair over max_length"""
+    on_invalid: Literal["error", "drop"] = "error"
+    """what to do with an invalid pair (bad JSON, prompts of chosen and rejected that differ, an empty response):
+    'error' refuses the file listing every one; 'drop' trains without them and reports them in the log and
+    summary.json"""
     normalize_reference_file: str = ""
     """pairs whose chosen responses set the reward normalisation (mean 0, std 1); '' = train_file"""
     max_train_pairs: int = 0
@@ -768,6 +775,32 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
+def _duplicate_key(text: str, name: str) -> None:
+    """Strict loading: a key given twice in one mapping is a ConfigError (YAML itself lets the last one win)."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return  # reported by the load that follows
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                    line = k.start_mark.line + 1
+                    if k.value in seen:
+                        raise ConfigError(f"{name}:{line}: duplicate key '{prefix}{k.value}' (first at line "
+                                          f"{seen[k.value]}); keep one of them")
+                    seen[k.value] = line
+                walk(v, f"{prefix}{k.value}.")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, f"{prefix.rstrip('.')}[{i}].")
+
+    if root is not None:
+        walk(root, "")
+
+
 class _Source:
     """Where values came from, for error messages."""
 
@@ -944,6 +977,9 @@ def load_config(cls: type, path: str | os.PathLike | None, overrides: list[str] 
                 text = f.read()
         except OSError as e:
             raise ConfigError(f"{name}: cannot read config: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{name}: cannot read config: not UTF-8 text (byte {e.start + 1})") from None
+        _duplicate_key(text, name)
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
@@ -1028,10 +1064,12 @@ def check_model_sources(cfg: Any) -> None:
     """Fail before any loading when a model path a stage needs is missing or unfinished, naming its key.
 
     A value is accepted when it is a directory holding a model (config.json) or tokenizer, or when it has the
-    shape of a hub id (``name`` or ``owner/name``); anything else, e.g. ``runs/tiny/sft`` before SFT has run,
-    is a :class:`ConfigError`.
+    shape of a hub id (``owner/name``, where ``owner`` is not a local directory); anything else, e.g.
+    ``runs/tiny/sft`` before SFT has run or a bare ``name`` that is not on disk, is a :class:`ConfigError`,
+    as is a model directory whose config needs its own Python code while ``model.trust_remote_code`` is false.
     """
     markers = {"model": ("config.json",), "tokenizer": ("tokenizer.json", "tokenizer_config.json"), "gguf": ()}
+    model = getattr(cfg, "model", None)
     for key, value, kind in model_sources(cfg):
         path = os.path.expanduser(value)
         if os.path.isdir(path):
@@ -1041,7 +1079,40 @@ def check_model_sources(cfg: Any) -> None:
                     f"{key}: {value} is a directory without {' or '.join(need)}, so it holds no {kind}; "
                     "if an earlier stage writes it, that stage has not finished"
                 )
+            trusted = key.startswith("model.") and isinstance(model, ModelConfig) and model.trust_remote_code
+            if kind == "model" and not trusted:
+                _check_no_remote_code(key, value, os.path.join(path, "config.json"))
         elif os.path.exists(path):
             raise ConfigError(f"{key}: {value} is a file; expected a {kind} directory or a hub id")
         elif not _HUB_ID.fullmatch(value) or ".." in value:
-            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form name or owner/name)")
+            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form owner/name)")
+        elif "/" not in value:
+            raise ConfigError(f"{key}: {value}: no such directory (a hub id has the form owner/name, "
+                              "e.g. HuggingFaceTB/SmolLM2-135M)")
+        elif os.path.isdir(value.split("/", 1)[0]):
+            raise ConfigError(f"{key}: {value}: no such directory (read as a local path: "
+                              f"{value.split('/', 1)[0]}/ exists here)")
+
+
+def _check_no_remote_code(key: str, value: str, config_json: str) -> None:
+    """A model directory whose config.json names a model type transformers does not have (only its own code in
+    ``auto_map`` builds it) cannot load without trust_remote_code: say so before anything loads."""
+    import json
+
+    try:
+        with open(config_json, encoding="utf-8") as f:
+            conf = json.load(f)
+    except (OSError, ValueError):
+        return  # unreadable configs are reported by the loader
+    if not isinstance(conf, dict) or not conf.get("auto_map"):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = conf.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        return
+    fix = ("set model.trust_remote_code=true if you trust that code" if key.startswith("model.")
+           else "only model.name_or_path can run a model's own code (with model.trust_remote_code=true)")
+    raise ConfigError(f"{key}: {value} needs its own Python code (model type {model_type!r} is not in "
+                      f"transformers; its config.json auto_map names {next(iter(conf['auto_map'].values()))}) and "
+                      f"model.trust_remote_code is false: {fix}")

@@ -46,12 +46,20 @@ RUN_STATE = ("summary.json", "metrics.jsonl", "checkpoints", "samples.partial.js
 _RUN_FILES = {"summary.json", "pipeline_summary.json", "winrates.json", MARKER}
 
 
+def _named(e: OSError, path: str) -> OSError:
+    """A write error (ENOSPC from write/flush carries no file name) as the same error naming ``path``."""
+    return e if e.filename else type(e)(e.errno, e.strerror, path)
+
+
 def atomic_write_text(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise _named(e, path) from e
     os.replace(tmp, path)
 
 
@@ -574,8 +582,11 @@ class MetricsLog:
         if not is_main():
             return
         row = {"step": step, "time": round(time.time(), 3), **{k: _jsonable(v) for k, v in metrics.items()}}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise _named(e, self.path) from e
         for kind, sink in self.sinks:
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in ("step", "time")}
             if kind == "tensorboard":

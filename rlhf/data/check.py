@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rlhf.data.formats import Problem, detect_kind, load_categories, read_table
+from rlhf.data.formats import DataError, Problem, detect_kind, load_categories, read_table
 from rlhf.data.sft import encode_prompt, encode_sft, parse_prompt_row, parse_sft_row
 
 
@@ -67,6 +67,8 @@ def check_file(
 ) -> Report:
     """Validate ``path`` as ``kind`` ('auto', 'sft', 'prompt', 'preference')."""
     table = read_table(path)
+    if not table.rows and not table.problems:  # training refuses an empty file: so does the check
+        raise DataError([Problem(path, 0, "no rows: the file is empty")])
     categories = load_categories(categories_file) if categories_file else {}
     if kind == "auto":
         kind = detect_kind(table.rows[0].data) if table.rows else "sft"
@@ -107,6 +109,10 @@ def check_file(
         else:
             seen[key] = row.line
     report.problems.sort(key=lambda p: p.line)
+    invalid = [p for p in report.problems if "max_length" not in p.reason]
+    if invalid and kind in ("sft", "preference"):
+        report.notes.append(f"{len(invalid)} invalid row(s): training refuses the file; with data.on_invalid=drop "
+                            "it trains without them and lists them in the log and summary.json")
     if tokenizer is None:
         report.notes.append("no tokenizer given: lengths are in words and over-length rows are not checked")
     return report

@@ -1,4 +1,4 @@
-"""Reading and validating data files: JSONL, Parquet or a ``datasets`` name; every row keeps its line number.
+"""Reading and validating data files: JSONL, Parquet, CSV or a ``datasets`` name; every row keeps its line number.
 
 Formats (DESIGN.md, "Data formats"):
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,17 +34,27 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
+        # line 0: a problem of the whole file (empty, unreadable, too short), not of one row
+        return f"{self.path}:{self.line}: {self.reason}" if self.line else f"{self.path}: {self.reason}"
 
 
 class DataError(RlhfError, ValueError):
-    """One or more bad rows; the message lists them (file:line: reason)."""
+    """One or more bad rows; the message lists them (file:line: reason).
 
-    def __init__(self, problems: list[Problem], limit: int = 20):
+    The first line of the message names the file; ``hint`` (e.g. how to train without the rows) is added to it.
+    A single problem is the message on its own, on one line.
+    """
+
+    def __init__(self, problems: list[Problem], limit: int = 20, hint: str = ""):
         self.problems = problems
+        if len(problems) == 1:  # one line: "file:line: reason" (or "file: reason" for the whole file)
+            super().__init__(str(problems[0]) + (f" ({hint})" if hint else ""))
+            return
+        files = sorted({p.path for p in problems})
+        where = f" in {files[0]}" if len(files) == 1 else f" in {len(files)} files"
         shown = "\n".join(f"  {p}" for p in problems[:limit])
         more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-        super().__init__(f"{len(problems)} bad row(s):\n{shown}{more}")
+        super().__init__(f"{len(problems)} bad row(s){where}{f' ({hint})' if hint else ''}:\n{shown}{more}")
 
 
 @dataclass
@@ -61,36 +72,115 @@ class Table:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_table(path: str) -> Table:
-    """Read a JSONL or Parquet file, or a ``datasets`` name (``name`` or ``name:split``).
+DATA_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+"""Extensions of local data files (compared case-insensitively): a name with one is never looked up on the hub."""
 
-    JSON that does not parse and rows that are not objects become problems; nothing is raised for them.
+
+def looks_local(path: str) -> bool:
+    """True when ``path`` can only mean a local file: it has a data file extension, starts with ``./``, ``../``,
+    ``/`` or ``~``, or its directory exists here. Anything else may be a ``datasets`` name on the hub."""
+    if path.lower().endswith(DATA_EXTENSIONS) or path.startswith((".", "/", "~")):
+        return True
+    return "/" in path and os.path.isdir(os.path.dirname(path))
+
+
+def _invalid_json(e: json.JSONDecodeError) -> str:
+    msg = e.msg[: -len(" at")] if e.msg.endswith(" at") else e.msg  # "Unterminated string starting at"
+    return f"invalid JSON ({msg} at column {e.colno})"
+
+
+def _read_jsonl(path: str, table: Table) -> None:
+    """JSON Lines, read as bytes so that a line that is not UTF-8 is reported with its number."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise DataError([Problem(path, 0, "UTF-16 text; save the file as UTF-8 JSON Lines")])
+        f.seek(0)
+        for i, raw in enumerate(f, start=1):
+            if b"\x00" in raw:
+                raise DataError([Problem(
+                    path, i, "binary data (a NUL byte), not UTF-8 JSON Lines text: is this the right file?"
+                )])
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                table.problems.append(Problem(
+                    path, i, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                    "save the file as UTF-8"
+                ))
+                continue
+            if i == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte order mark
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line.rstrip("\r\n"))  # the line end is not part of a string left open
+            except json.JSONDecodeError as e:
+                table.problems.append(Problem(path, i, _invalid_json(e)))
+                continue
+            if not isinstance(obj, dict):
+                table.problems.append(Problem(path, i, f"expected a JSON object, got {type(obj).__name__}"))
+                continue
+            table.rows.append(Row(path, i, obj))
+
+
+def _read_csv(path: str, table: Table) -> None:
+    """CSV with a header row; each row keeps the line it starts on. An empty cell is a missing field (as in
+    ``datasets``), and a ``margin`` cell is read as a number."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            start = 2  # line 1 is the header
+            for rec in reader:
+                row = {k: (v if v != "" else None) for k, v in rec.items() if k is not None}
+                if isinstance(row.get("margin"), str):
+                    try:
+                        row["margin"] = float(row["margin"])
+                    except ValueError:
+                        pass  # reported by the row check as a non-number
+                if None in rec:
+                    table.problems.append(Problem(path, start, "more cells than the header has columns"))
+                else:
+                    table.rows.append(Row(path, start, row))
+                start = reader.line_num + 1
+    except UnicodeDecodeError:
+        raise DataError([Problem(path, 0, "not UTF-8 text; save the CSV file as UTF-8")]) from None
+    except csv.Error as e:
+        raise DataError([Problem(path, reader.line_num, f"invalid CSV ({e})")]) from None
+
+
+def read_table(path: str) -> Table:
+    """Read a JSONL (``.jsonl``/``.json``), Parquet or CSV file, or a ``datasets`` name (``name`` or
+    ``name:split``); extensions are compared case-insensitively.
+
+    JSON that does not parse, lines that are not UTF-8 and rows that are not objects become problems; nothing is
+    raised for them. A file that cannot be read at all (binary, wrong type) is a :class:`DataError`.
     """
     table = Table()
-    if os.path.isfile(path) and path.endswith((".jsonl", ".json")):
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    table.problems.append(Problem(path, i, f"invalid JSON ({e.msg} at column {e.colno})"))
-                    continue
-                if not isinstance(obj, dict):
-                    table.problems.append(Problem(path, i, f"expected a JSON object, got {type(obj).__name__}"))
-                    continue
-                table.rows.append(Row(path, i, obj))
+    ext = os.path.splitext(path)[1].lower()
+    if os.path.isfile(path) and ext in (".jsonl", ".json"):
+        _read_jsonl(path, table)
         return table
-    if os.path.isfile(path) and path.endswith(".parquet"):
+    if os.path.isfile(path) and ext == ".parquet":
         import pyarrow.parquet as pq
 
-        for i, obj in enumerate(pq.read_table(path).to_pylist(), start=1):
+        try:
+            objs = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow's ArrowInvalid and friends: not a Parquet file
+            raise DataError([Problem(path, 0, f"not a readable Parquet file ({e})")]) from None
+        for i, obj in enumerate(objs, start=1):
             table.rows.append(Row(path, i, obj))
         return table
+    if os.path.isfile(path) and ext == ".csv":
+        _read_csv(path, table)
+        return table
     if os.path.exists(path):
-        raise ValueError(f"{path}: unsupported file type (use .jsonl or .parquet)")
-    if "/" in path and os.path.exists(os.path.dirname(path)) or path.startswith((".", "/")):
+        what = "a directory" if os.path.isdir(path) else f"an unsupported file type ({ext or 'no extension'})"
+        raise DataError([Problem(path, 0, f"{what}: use a JSON Lines (.jsonl, .json), Parquet (.parquet) or "
+                                          "CSV (.csv) file, or a datasets name")])
+    if looks_local(path):
         raise FileNotFoundError(f"{path}: no such file")
     import datasets
 
@@ -108,12 +198,48 @@ def load_categories(path: str) -> dict[str, dict]:
     """Category id -> {name, position} from a categories.yaml (``''`` -> no restriction)."""
     if not path:
         return {}
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    cats = data.get("categories")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such categories file (set it to '' to allow any category)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError([Problem(path, mark.line + 1 if mark else 0, f"not a readable categories YAML file: {e}")]) from None
+    cats = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(cats, dict) or not cats:
-        raise ValueError(f"{path}: expected a 'categories' mapping of id -> {{name, position}}")
+        raise DataError([Problem(path, 0, "expected a 'categories' mapping of id -> {name, position}")])
     return cats
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data.on_invalid=drop: what was dropped, for the log and summary.json
+# ----------------------------------------------------------------------------------------------------------
+
+
+def reason_key(reason: str) -> str:
+    """The kind of a problem, without its row-specific details: "invalid JSON", "prompts differ" ..."""
+    r = reason.split(" (")[0].split(": ")[0]
+    return re.sub(r"\[\d+\]", "[i]", r).strip()
+
+
+def dropped_summary(dropped: list[Problem], first: int = 10) -> dict:
+    """``{count, by_reason, by_file, first}`` of the rows ``data.on_invalid=drop`` left out."""
+    by_reason: dict[str, int] = {}
+    by_file: dict[str, int] = {}
+    for p in dropped:
+        by_reason[reason_key(p.reason)] = by_reason.get(reason_key(p.reason), 0) + 1
+        by_file[p.path] = by_file.get(p.path, 0) + 1
+    return {"count": len(dropped), "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
+            "by_file": by_file, "first": [str(p) for p in dropped[:first]]}
+
+
+def describe_dropped(dropped: list[Problem], first: int = 5) -> str:
+    """One log line (and the first dropped rows, indented) for ``data.on_invalid=drop``."""
+    s = dropped_summary(dropped, first)
+    reasons = ", ".join(f"{k}: {v}" for k, v in s["by_reason"].items())
+    return "\n".join([f"dropped {s['count']} invalid row(s) (data.on_invalid=drop): {reasons}"]
+                     + [f"  {x}" for x in s["first"]] + (["  ..."] if s["count"] > first else []))
 
 
 # ----------------------------------------------------------------------------------------------------------

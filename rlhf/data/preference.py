@@ -31,7 +31,8 @@ from rlhf.data.formats import (
 )
 from rlhf.data.sft import encode_prompt
 
-HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+# a turn marker; "Assistant:" at the very end is an empty last turn (real HH data has such rows)
+HH_TURN = re.compile(r"\n\n(Human|Assistant):(?: |(?=\s*$))")
 
 
 @dataclass
@@ -175,29 +176,45 @@ def fit_length(enc: dict, max_length: int, on_overlength: str) -> dict | str | N
 
 
 def load_preferences(
-    path: str, tokenizer, categories: dict, max_length: int, on_overlength: str = "error"
+    path: str, tokenizer, categories: dict, max_length: int, on_overlength: str = "error",
+    on_invalid: str = "error", dropped: list[Problem] | None = None,
 ) -> tuple[list[PrefExample], list[dict]]:
-    """Validate + tokenise a preference file; raise :class:`DataError` listing every bad row."""
+    """Validate + tokenise a preference file; raise :class:`DataError` listing every bad row.
+
+    With ``on_invalid='drop'`` invalid rows (unparsable, prompts that differ, empty responses ...) are left out
+    instead and appended to ``dropped`` (with over-length pairs dropped by ``on_overlength='drop'``).
+    """
     table = read_table(path)
-    problems = list(table.problems)
+    invalid = list(table.problems)
+    problems: list[Problem] = []
     examples, encodings = [], []
     for row in table.rows:
         ex = parse_preference_row(row, categories)
         if isinstance(ex, str):
-            problems.append(Problem(row.path, row.line, ex))
+            invalid.append(Problem(row.path, row.line, ex))
             continue
         enc = fit_length(encode_pair(tokenizer, ex), max_length, on_overlength)
         if isinstance(enc, str):
             problems.append(Problem(row.path, row.line, enc))
             continue
         if enc is None:
+            if dropped is not None:
+                dropped.append(Problem(row.path, row.line, f"over max_length {max_length} (data.on_overlength=drop)"))
             continue
         examples.append(ex)
         encodings.append(enc)
+    if on_invalid == "drop":
+        if dropped is not None:
+            dropped.extend(invalid)
+    else:
+        problems += invalid
     if problems:
-        raise DataError(sorted(problems, key=lambda p: p.line))
+        hint = "fix them, or set data.on_invalid=drop to train without them" if invalid and on_invalid != "drop" else ""
+        raise DataError(sorted(problems, key=lambda p: p.line), hint=hint)
     if not examples:
-        raise DataError([Problem(path, 0, "no usable pairs")])
+        raise DataError([Problem(path, 0, "no usable pairs" + (" (every row was dropped)" if table.rows else ""))])
+    if dropped is not None:
+        dropped.sort(key=lambda p: (p.path, p.line))
     return examples, encodings
 
 

@@ -101,19 +101,28 @@ def load_sft(
     categories: dict | None = None,
     max_length: int | None = None,
     on_overlength: str = "error",
+    on_invalid: str = "error",
+    dropped: list[Problem] | None = None,
 ) -> tuple[list[SFTExample], list[dict], list[Problem]]:
     """Validate and tokenise an SFT file.
 
     Returns (examples, encodings, problems). Over-length rows are problems when ``on_overlength='error'``,
-    truncated (completion end) with 'truncate', dropped with 'drop'.
+    truncated (completion end) with 'truncate', dropped with 'drop'. Invalid rows are problems, or with
+    ``on_invalid='drop'`` left out; rows left out either way are appended to ``dropped`` when it is given.
     """
     table = read_table(path)
-    problems = list(table.problems)
+    problems = [] if on_invalid == "drop" else list(table.problems)
+    if on_invalid == "drop" and dropped is not None:
+        dropped.extend(table.problems)
     examples, encodings = [], []
     for row in table.rows:
         ex = parse_sft_row(row, categories or {})
         if isinstance(ex, str):
-            problems.append(Problem(row.path, row.line, ex))
+            if on_invalid == "drop":
+                if dropped is not None:
+                    dropped.append(Problem(row.path, row.line, ex))
+            else:
+                problems.append(Problem(row.path, row.line, ex))
             continue
         if tokenizer is None:
             examples.append(ex)
@@ -125,6 +134,8 @@ def load_sft(
                 problems.append(Problem(row.path, row.line, f"{n} tokens after tokenisation, over max_length {max_length}"))
                 continue
             if on_overlength == "drop":
+                if dropped is not None:
+                    dropped.append(Problem(row.path, row.line, f"over max_length {max_length} (data.on_overlength=drop)"))
                 continue
             if sum(1 - m for m in enc["completion_mask"]) >= max_length:
                 problems.append(Problem(row.path, row.line, f"the prompt alone fills max_length {max_length}"))
@@ -133,15 +144,22 @@ def load_sft(
         examples.append(ex)
         encodings.append(enc)
     problems.sort(key=lambda p: p.line)
+    if dropped is not None:
+        dropped.sort(key=lambda p: (p.path, p.line))
     return examples, encodings, problems
 
 
-def load_sft_or_raise(path: str, tokenizer, categories: dict, max_length: int, on_overlength: str):
-    examples, encodings, problems = load_sft(path, tokenizer, categories, max_length, on_overlength)
+def load_sft_or_raise(path: str, tokenizer, categories: dict, max_length: int, on_overlength: str,
+                      on_invalid: str = "error", dropped: list[Problem] | None = None):
+    dropped = [] if dropped is None else dropped
+    examples, encodings, problems = load_sft(path, tokenizer, categories, max_length, on_overlength, on_invalid,
+                                             dropped)
     if problems:
-        raise DataError(problems)
+        invalid = any("max_length" not in p.reason for p in problems)
+        hint = "fix them, or set data.on_invalid=drop to train without them" if invalid and on_invalid != "drop" else ""
+        raise DataError(problems, hint=hint)
     if not examples:
-        raise DataError([Problem(path, 0, "no rows")])
+        raise DataError([Problem(path, 0, "no rows" + (" left: every row was dropped" if dropped else ""))])
     return examples, encodings
 
 

@@ -7,6 +7,7 @@ Dropout is switched off in every model we load (RLHF implementation detail 9 in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import re
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from rlhf.config import LoraConfig, ModelConfig
+from rlhf.config import ConfigError, LoraConfig, ModelConfig
 from rlhf.errors import CheckpointError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,25 +61,43 @@ def from_pretrained(cls, path: str, **kw):
         if "safetensors" not in str(e):
             raise
         raise CheckpointError(f"{path}: no safetensors weights ({e}); models load from safetensors only") from None
+@contextlib.contextmanager
+def _load_errors(key: str, path: str):
+    """transformers' refusals as one ConfigError naming ``key``: a model or tokenizer that needs its own code
+    (a ValueError), and a hub id that cannot be fetched (an OSError, e.g. offline; local directories keep theirs)."""
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise ConfigError(f"{key}: {path} needs its own Python code and model.trust_remote_code is false: "
+                          "set model.trust_remote_code=true if you trust that code") from None
+    except OSError as e:
+        if e.errno is not None or os.path.isdir(os.path.expanduser(path)):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key}: {path}: not a local directory, and loading it from the hub failed: {first}"
+                          ) from None
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer for ``cfg``; checks PAD != EOS and that a chat template exists."""
     path = cfg.tokenizer_path
     if not path:
-        raise ValueError("model.tokenizer: no tokenizer given (set model.tokenizer or model.name_or_path)")
+        raise ConfigError("model.tokenizer: no tokenizer given (set model.tokenizer or model.name_or_path)")
     kw = _hub_kwargs(cfg)
     if cfg.gguf_file and not cfg.tokenizer:
         kw["gguf_file"] = cfg.gguf_file
-    tok = AutoTokenizer.from_pretrained(path, **kw)
+    with _load_errors("model.tokenizer" if cfg.tokenizer else "model.name_or_path", path):
+        tok = AutoTokenizer.from_pretrained(path, **kw)
     if cfg.chat_template:
         with open(cfg.chat_template, encoding="utf-8") as f:
             tok.chat_template = f.read()
     if tok.eos_token_id is None:
-        raise ValueError(f"model.tokenizer: {path} has no EOS token")
+        raise ConfigError(f"model.tokenizer: {path} has no EOS token")
     ensure_pad(tok)
     if not tok.chat_template:
-        raise ValueError(
+        raise ConfigError(
             f"model.tokenizer: {path} has no chat template; set model.chat_template to a Jinja template file"
         )
     return tok
@@ -154,16 +173,40 @@ def load_causal_lm(cfg: ModelConfig, tok: PreTrainedTokenizerBase | None = None)
     kw = _hub_kwargs(cfg)
     if cfg.gguf_file:
         kw["gguf_file"] = cfg.gguf_file
-    model = from_pretrained(
-        AutoModelForCausalLM, cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kw
-    )
+    with _load_errors("model.name_or_path", cfg.name_or_path):
+        model = from_pretrained(
+            AutoModelForCausalLM, cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kw
+        )
     return _finish(model, tok)
+
+
+def lora_module_names(model: torch.nn.Module) -> list[str]:
+    """The names (last dotted part) of the modules LoRA can adapt: linear, embedding and convolution layers."""
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+             if n and (isinstance(m, kinds) or type(m).__name__ == "Conv1D")}
+    return sorted(names)
+
+
+def check_lora_targets(model: torch.nn.Module, lora: LoraConfig) -> None:
+    """Every ``lora.target_modules`` entry must name a module of the model (peft's rule: the full name or its
+    last dotted parts); 'all-linear' is peft's own choice of every linear layer."""
+    names = [n for n, _ in model.named_modules() if n]
+    missing = [t for t in lora.target_modules
+               if t != "all-linear" and not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ConfigError(
+            f"lora.target_modules: the model has no module named {', '.join(repr(t) for t in missing)}; "
+            f"its module names LoRA can adapt: {', '.join(lora_module_names(model))}"
+        )
 
 
 def apply_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
     """Wrap ``model`` with peft LoRA adapters (only adapters train)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
+
+    check_lora_targets(model, lora)
 
     pcfg = PeftLoraConfig(
         r=lora.r,

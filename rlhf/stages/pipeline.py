@@ -35,6 +35,7 @@ import time
 from rlhf import engine as E
 from rlhf.config import STAGES, ConfigError, PipelineConfig, check_model_sources, load_config
 from rlhf.outputs import finished_run, read_json, save_config, write_json
+from rlhf.preflight import check_inputs
 from rlhf.report import code_version
 
 
@@ -220,6 +221,7 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProg
         was_reset = reset_peak_rss()
         ts = time.time()
         check_model_sources(scfg)  # an earlier stage's output is checked only now that it should exist
+        check_inputs(scfg)  # so are its data files (e.g. compare's pairs.jsonl for the reward model)
         module = __import__(f"rlhf.stages.{s.command}", fromlist=["run"])
         module.run(scfg)
         view.end_stage()

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from rlhf import engine as E
 from rlhf.algos.linearity import cosine_regularizer
-from rlhf.config import PretrainStageConfig
+from rlhf.config import ConfigError, PretrainStageConfig
 from rlhf.data.text import tokenize_blocks
 from rlhf.engine.guard import NonFiniteGuard
 from rlhf.eval.perplexity import lm_loss, perplexity
@@ -62,7 +62,7 @@ def run(cfg: PretrainStageConfig) -> dict:
     plan = E.resolve_batch(cfg.deepspeed)
     per_epoch = len(train_blocks) // plan.global_batch
     if per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"deepspeed.global_batch_size: {plan.global_batch} is larger than the {len(train_blocks)} training blocks"
         )
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)

@@ -26,7 +26,7 @@ import torch
 from rlhf import engine as E
 from rlhf.algos.losses import pairwise_loss
 from rlhf.config import RMStageConfig
-from rlhf.data.formats import load_categories
+from rlhf.data.formats import describe_dropped, dropped_summary, load_categories
 from rlhf.data.preference import load_preferences
 from rlhf.engine.hf import (
     CheckpointMarker,
@@ -96,16 +96,21 @@ def run(cfg: RMStageConfig) -> dict:
     tok = load_tokenizer(cfg.model)
     categories = load_categories(cfg.data.categories_file)
     d = cfg.data
-    train_ex, train_enc = load_preferences(d.train_file, tok, categories, d.max_length, d.on_overlength)
+    dropped: list = []  # rows left out by data.on_invalid=drop / data.on_overlength=drop, over every file
+    train_ex, train_enc = load_preferences(d.train_file, tok, categories, d.max_length, d.on_overlength,
+                                           d.on_invalid, dropped)
     if d.max_train_pairs:
         train_ex, train_enc = train_ex[: d.max_train_pairs], train_enc[: d.max_train_pairs]
     n_main = len(train_enc)  # pairs of train_file: the default normalisation reference
     for extra in d.extra_train_files:
-        ex, enc = load_preferences(extra, tok, categories, d.max_length, d.on_overlength)
+        ex, enc = load_preferences(extra, tok, categories, d.max_length, d.on_overlength, d.on_invalid, dropped)
         train_ex, train_enc = train_ex + ex, train_enc + enc
     test_ex, test_enc = (
-        load_preferences(d.test_file, tok, categories, d.max_length, d.on_overlength) if d.test_file else ([], [])
+        load_preferences(d.test_file, tok, categories, d.max_length, d.on_overlength, d.on_invalid, dropped)
+        if d.test_file else ([], [])
     )
+    if dropped:
+        E.print0(f"[rm] {describe_dropped(dropped)}")
     if any("margin" in e for e in train_enc):  # one column for all rows: a missing margin is 0
         train_enc = [{**e, "margin": e.get("margin", 0.0)} for e in train_enc]
     plan = E.resolve_batch(cfg.deepspeed)
@@ -152,6 +157,8 @@ def run(cfg: RMStageConfig) -> dict:
     trained = trainer.model
     bs = plan.micro_batch * 2
     summary: dict = {"stage": "rm", "steps": trainer.state.global_step, "train_loss": train_loss(trainer)}
+    if dropped or d.on_invalid == "drop":
+        summary["dropped_rows"] = dropped_summary(dropped)
     if test_enc:
         r_c, r_r = pair_rewards(trained, test_enc, tok.pad_token_id, bs, device)
         report = reward_report(r_c, r_r, [e.chosen for e in test_ex], [e.rejected for e in test_ex],
@@ -169,7 +176,7 @@ def run(cfg: RMStageConfig) -> dict:
     if ref_file == d.train_file:
         ref_chosen = tr_c[:n_main]
     else:
-        _, ref_enc = load_preferences(ref_file, tok, categories, d.max_length, d.on_overlength)
+        _, ref_enc = load_preferences(ref_file, tok, categories, d.max_length, d.on_overlength, d.on_invalid)
         ref_chosen, _ = pair_rewards(trained, ref_enc, tok.pad_token_id, bs, device)
     norm = Normalization.fit(ref_chosen, reference=ref_file)
     summary["normalization"] = {"gain": norm.gain, "bias": norm.bias}

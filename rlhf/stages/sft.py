@@ -20,7 +20,7 @@ import time
 
 from rlhf import engine as E
 from rlhf.config import SFTStageConfig
-from rlhf.data.formats import load_categories
+from rlhf.data.formats import describe_dropped, dropped_summary, load_categories
 from rlhf.data.sft import SFTCollator, load_sft_or_raise
 from rlhf.engine.hf import (
     CheckpointMarker,
@@ -63,9 +63,12 @@ def run(cfg: SFTStageConfig) -> dict:
     # ---- setup ------------------------------------------------------------------------------------------
     tok = load_tokenizer(cfg.model)
     categories = load_categories(cfg.data.categories_file)
+    dropped: list = []
     examples, encodings = load_sft_or_raise(
-        cfg.data.train_file, tok, categories, cfg.data.max_length, cfg.data.on_overlength
+        cfg.data.train_file, tok, categories, cfg.data.max_length, cfg.data.on_overlength, cfg.data.on_invalid, dropped
     )
+    if dropped:
+        E.print0(f"[sft] {describe_dropped(dropped)}")
     train_enc, eval_enc = split_holdout(encodings, cfg.data.eval_fraction, cfg.run.seed)
     plan = E.resolve_batch(cfg.deepspeed)
     model = load_causal_lm(cfg.model, tok)
@@ -121,6 +124,8 @@ def run(cfg: SFTStageConfig) -> dict:
 
     # ---- train ------------------------------------------------------------------------------------------
     summary: dict = {"stage": "sft", "train_rows": len(train_enc), "heldout_rows": len(eval_enc)}
+    if dropped or cfg.data.on_invalid == "drop":
+        summary["dropped_rows"] = dropped_summary(dropped)
     device = E.device()
     if eval_enc:  # completion loss of the starting model on the held-out slice
         summary["heldout_loss_before"] = completion_loss(model.to(device), eval_enc, collator, plan.micro_batch, device)
