@@ -1,4 +1,4 @@
-"""The stage output directory contract (DESIGN.md): every stage writes
+"""The stage output directory contract (docs/design.md, "The stage output contract"): every stage writes
 
     OUT/config.yaml      the resolved config (with derived values)
     OUT/metrics.jsonl    one JSON line per logged step

@@ -154,7 +154,7 @@ def test_pipeline_records_time_and_peak_memory_of_each_stage(tmp_path, monkeypat
 
 
 def test_short_tiny_pipeline_shows_each_effect(tmp_path):
-    """The shortened pipeline (configs/tiny/pipeline_short.yaml, in CI; time in README "Tests").
+    """The shortened pipeline (configs/tiny/pipeline_short.yaml, in CI; time in docs/testing.md).
 
     It asserts the effects the shortened run shows: the reward model prefers values-SFT to base and PPO to SFT,
     ptx keeps held-out perplexity below plain PPO's, and the report carries the proxy-vs-gold chart. The gold-judge

@@ -1,6 +1,6 @@
 """Reading and validating data files: JSONL, Parquet, CSV or a ``datasets`` name; every row keeps its line number.
 
-Formats (DESIGN.md, "Data formats"):
+Formats (docs/design.md, "Data formats"):
 
 - SFT: ``{prompt, completion}`` or ``{messages}``; optional ``category``.
 - Prompts: ``{prompt}``; optional ``category``.

@@ -1,4 +1,4 @@
-"""Preference pairs: every format of DESIGN.md, validated row by row, tokenised for the reward model.
+"""Preference pairs: every format of docs/design.md ("Data formats"), validated row by row, tokenised for the reward model.
 
 Accepted rows (strings or ``[{role, content}]`` message lists everywhere):
 

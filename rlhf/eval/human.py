@@ -1,7 +1,7 @@
 """Human judge: an annotation sheet out (CSV + a self-contained HTML page), the raters' verdicts back in.
 
 PALMS (Solaiman & Dennison 2021) evaluated with human raters; InstructGPT's main metric is labellers' pairwise
-preference against a baseline. Following shared/REFERENCES.md, "Win rates":
+preference against a baseline. Following docs/references.md, "Win rates":
 
 1. the rater sees the two responses as "A" and "B"; which one is the candidate is randomised per item from
    ``seed`` and written only to ``key.json``, never to the sheet files (the rater must not know the source);

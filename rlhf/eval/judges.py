@@ -2,7 +2,7 @@
 
 A judge sees a candidate policy's response and the baseline's response to the same prompt and says, from the
 candidate's point of view, "win", "tie" or "loss". Win rates count ties as half a win and are reported with a
-paired bootstrap interval over prompts (shared/REFERENCES.md, "Win rates"; ``rlhf.eval.stats``). Judges:
+paired bootstrap interval over prompts (docs/references.md, "Win rates"; ``rlhf.eval.stats``). Judges:
 the reward model, the rubric (``rlhf.eval.rubric``, the offline stand-in for human raters), a pairwise LLM
 judge and human raters (``rlhf.eval.human``).
 """

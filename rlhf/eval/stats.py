@@ -1,6 +1,6 @@
 """Win-rate statistics: counts, ties-as-half win rate, paired bootstrap over prompts, Wilson interval.
 
-Conventions (shared/REFERENCES.md, "Win rates"):
+Conventions (docs/references.md, "Win rates"):
 
 1. Verdicts are "win", "tie" or "loss" from the candidate's point of view; the win rate counts a tie as half a
    win: ``(wins + 0.5 * ties) / n``.
@@ -25,7 +25,7 @@ import numpy as np
 from .judges import VERDICTS
 
 SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
-"""Ties count half (shared/REFERENCES.md, "Win rates")."""
+"""Ties count half (docs/references.md, "Win rates")."""
 
 NO_CATEGORY = "(none)"
 """The per-category key used by ``summarize`` for items without a category (as rlhf.eval.reward_metrics)."""
@@ -86,7 +86,7 @@ def bootstrap_ci(verdicts: Sequence[str], prompt_ids: Sequence[Hashable], n_resa
     """Paired bootstrap interval over prompts of the ties-as-half win rate (see the module docstring).
 
     ``prompt_ids[i]`` names the prompt of ``verdicts[i]``; verdicts sharing a prompt id are drawn together.
-    Deterministic for a given seed. Source: shared/REFERENCES.md, "Win rates" (paired bootstrap over prompts,
+    Deterministic for a given seed. Source: docs/references.md, "Win rates" (paired bootstrap over prompts,
     >= 1,000 resamples, ties count half).
     """
     _check_verdicts(verdicts)
@@ -104,7 +104,7 @@ def wilson_interval(wins: int, n: int, level: float = 0.95) -> tuple[float, floa
 
     With p = wins / n and z the (1+level)/2 normal quantile (1.96 for 95%):
     ``(p + z^2/2n -+ z * sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``.
-    Wilson (1927); recommended for binomial proportions by Brown, Cai & DasGupta (2001); shared/REFERENCES.md,
+    Wilson (1927); recommended for binomial proportions by Brown, Cai & DasGupta (2001); docs/references.md,
     "Win rates".
     """
     if n <= 0:

@@ -2,7 +2,7 @@
 
 Weights load from safetensors only (:func:`from_pretrained`: ``use_safetensors=True``, and a directory whose weights
 are only pickles is refused before anything reads it); ``trust_remote_code`` is off unless the config turns it on.
-Dropout is switched off in every model we load (RLHF implementation detail 9 in README).
+Dropout is switched off in every model we load (PPO implementation detail 9, docs/ppo.md).
 """
 
 from __future__ import annotations

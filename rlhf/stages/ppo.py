@@ -6,7 +6,8 @@ Four models: actor (from SFT, trainable), critic (value head initialised from th
 folded in; trainable, its own optimizer and learning rate), reference (frozen SFT; with LoRA, the actor with adapters
 disabled) and the reward model (frozen; scores normalised with the gain/bias saved by ``rlhf rm``).
 
-Per iteration (numbers refer to the implementation details in README, "PPO-ptx"):
+Per iteration (numbers refer to the implementation details in docs/ppo.md; the numbered table of
+N+ details is docs/references.md, "PPO implementation details"):
  1. take the iteration's prompts (a seeded permutation; the data position is a function of the iteration);
     rank r takes the r-th contiguous slice;
  2. generate with the actor: KV cache, left padding, sampling settings from config, stop at EOS, truncate after it;
