@@ -159,7 +159,7 @@ def test_short_tiny_pipeline_shows_each_effect(tmp_path):
     It asserts the effects the shortened run shows: the reward model prefers values-SFT to base and PPO to SFT,
     ptx keeps held-out perplexity below plain PPO's, and the report carries the proxy-vs-gold chart. The gold-judge
     (rubric) directions of PPO are not asserted: the full tiny default shows them with 18 iterations of 160-token
-    rollouts (README, "Measured on the tiny default") and small margins; the 12 iterations of 48 tokens here were
+    rollouts on earlier code (docs/results_tiny_history.md) and small margins; the 12 iterations of 48 tokens here were
     not measured to show them, and a test of an unmeasured direction would be a coin toss, not a check.
     The finished run then serves launch/ptx_sweep.sh (one extra coefficient, 2 iterations).
     """
