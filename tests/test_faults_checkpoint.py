@@ -84,13 +84,27 @@ ENGINE_FILES = [
 ]
 
 
+def as_interrupted(out: str, max_steps: int = 2) -> None:
+    """Make a copied finished 1-step run look like a 2-step run interrupted after its step-1 checkpoint: no summary,
+    and the saved config asks for ``max_steps`` (the run directory refuses a resume with other settings)."""
+    import yaml
+
+    os.remove(os.path.join(out, "summary.json"))
+    path = os.path.join(out, "config.yaml")
+    with open(path) as f:
+        saved = yaml.safe_load(f)
+    saved["train"]["max_steps"] = max_steps
+    with open(path, "w") as f:
+        yaml.safe_dump(saved, f, sort_keys=False)
+
+
 @pytest.mark.parametrize("run_name,filename", ENGINE_FILES)
 @pytest.mark.parametrize("resume", ["auto", "path"])
 def test_engine_resume_refuses_a_pickle_in_any_checkpoint_file(tmp_path, engine_runs, micro_model_config, run_name,
                                                                filename, resume):
     out, marker = str(tmp_path / "run"), str(tmp_path / "pwned")
     shutil.copytree(engine_runs[run_name], out)
-    os.remove(os.path.join(out, "summary.json"))
+    as_interrupted(out)
     ckpt = os.path.join(out, "checkpoints", "step-1")
     path = os.path.join(ckpt, "model", filename)
     assert sorted(os.listdir(os.path.join(ckpt, "model"))) == sorted(f for r, f in ENGINE_FILES if r == run_name)
@@ -108,6 +122,7 @@ def test_engine_resume_of_untampered_zero_checkpoints_still_works(tmp_path, engi
     allow-list must admit exactly those."""
     out = str(tmp_path / "run")
     shutil.copytree(engine_runs[run_name], out)
+    as_interrupted(out)
     zero, precision = ENGINE_RUNS[run_name]
     summary = pretrain.run(pretrain_cfg(out, micro_model_config, zero, precision, "train.max_steps=2"))
     assert summary["steps"] == 2
@@ -119,7 +134,7 @@ def test_cli_prints_a_refused_checkpoint_as_one_error_line(tmp_path, engine_runs
 
     out, marker = str(tmp_path / "run"), str(tmp_path / "pwned")
     shutil.copytree(engine_runs["zero2-bf16"], out)
-    os.remove(os.path.join(out, "summary.json"))
+    as_interrupted(out)
     path = os.path.join(out, "checkpoints", "step-1", "model", "mp_rank_00_model_states.pt")
     tamper(path, marker)
     code = main(["pretrain", "configs/tiny/pretrain.yaml", f"run.output_dir={out}",
@@ -188,7 +203,7 @@ def trainer_runs(tmp_path_factory, micro_base) -> dict[str, str]:
 
 def copy_run(src: str, out: str) -> str:
     shutil.copytree(src, out)
-    os.remove(os.path.join(out, "summary.json"))
+    as_interrupted(out)
     return os.path.join(out, "checkpoints", "checkpoint-1")
 
 
