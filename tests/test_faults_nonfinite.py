@@ -91,8 +91,9 @@ def test_config_file_nan_names_file_line_and_key(tmp_path):
     assert str(e.value).startswith(f"{path}:{line}: key 'train.learning_rate'")
 
 
-def test_cli_refuses_inf_learning_rate_with_one_error_line(capsys):
-    assert cli.main(["pretrain", "configs/tiny/pretrain.yaml", "train.learning_rate=inf"]) == 2
+def test_cli_refuses_inf_learning_rate_with_one_error_line(tmp_path, micro_model_config, capsys):
+    out = str(tmp_path / "p")
+    assert cli.main(pretrain_args(out, micro_model_config, "train.learning_rate=inf", "train.max_steps=1")) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
