@@ -356,3 +356,29 @@ def test_zero3_two_ranks_agree_to_stop(tmp_path, micro_model_config):
     errors = [ln for ln in log.splitlines() if "error: pretrain: non-finite weights" in ln]
     assert len(errors) == 2 and all(step_of(ln) == 3 for ln in errors), log[-4000:]  # both ranks, step 3
     assert_stopped_before_saving(out, 3, "step-")
+
+
+# ---- PPO: its own guard (ppo.max_nonfinite) ends in the same one-line error -----------------------------------------
+
+
+def nan_reward(prompts: list[str], responses: list[str], categories: list[str | None]) -> list[float]:
+    """A reward function that always fails: every score is NaN (reward.function=tests.test_faults_nonfinite:nan_reward)."""
+    return [float("nan")] * len(responses)
+
+
+def test_ppo_nonfinite_scores_end_in_one_error_line(tmp_path, micro_base, capsys):
+    out = str(tmp_path / "ppo")
+    code = cli.main([
+        "ppo", "configs/tiny/ppo.yaml", f"run.output_dir={out}", f"model.name_or_path={micro_base}",
+        "reward.model=", "reward.function=tests.test_faults_nonfinite:nan_reward", f"critic.model={micro_base}",
+        "run.progress=false", "data.heldout_prompt_file=", "data.ptx_eval_file=", "ppo.ptx_coef=0",
+        "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "deepspeed.micro_batch_size=4", "ppo.ppo_epochs=1",
+        "generation.max_new_tokens=4", "ppo.penalize_missing_eos=false", "ppo.iterations=3", "ppo.max_nonfinite=2",
+        "ppo.sample_every=1000",
+    ])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "ppo: 2 non-finite scores in a row (ppo.max_nonfinite) at iteration 2" in lines[0], err
+    assert not os.path.exists(os.path.join(out, "summary.json"))

@@ -54,6 +54,7 @@ from rlhf.config import PPOStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.data.sft import load_prompts
 from rlhf.data.text import tokenize_blocks
+from rlhf.errors import TrainingError
 from rlhf.eval.perplexity import lm_loss
 from rlhf.models.critic import critic_files, load_critic
 from rlhf.models.layers import residual_stream
@@ -390,14 +391,16 @@ def run(cfg: PPOStageConfig) -> dict:
                         critic_e.backward(critic_loss)
                         critic_e.step()
                         if nonfinite >= p.max_nonfinite:
-                            raise RuntimeError(
-                                f"ppo: {nonfinite} non-finite losses/scores in a row (ppo.max_nonfinite); stopping. "
+                            raise TrainingError(
+                                f"ppo: {nonfinite} non-finite losses/scores in a row (ppo.max_nonfinite) at iteration "
+                                f"{it + 1}; stopping. "
                                 "Lower the learning rate or check the reward; the last checkpoint is intact."
                             )
             if not skipped:
                 nonfinite = 0
         if nonfinite >= p.max_nonfinite:
-            raise RuntimeError(f"ppo: {nonfinite} non-finite scores in a row (ppo.max_nonfinite); stopping")
+            raise TrainingError(f"ppo: {nonfinite} non-finite scores in a row (ppo.max_nonfinite) at iteration "
+                                f"{it + 1}; stopping. Check the reward; the last checkpoint is intact.")
         t_train = time.time() - t0
 
         # 8. KL controller, EMA, metrics (rollout statistics are global already; loss statistics are averaged)
