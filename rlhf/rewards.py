@@ -17,9 +17,33 @@ without it are called with the three lists as before. See docs/conversations.md.
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import re
 
 from rlhf.data.formats import load_categories
+
+
+def load_reward_function(spec: str):
+    """'package.module:function' -> the callable (user code only by an explicit import path, never eval)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ImportError(f"reward.function: cannot import module {module_name!r}: {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise AttributeError(f"reward.function: {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def takes_messages(fn) -> bool:
+    """Whether a reward function accepts the prompt conversations (a ``messages`` parameter or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(q.name == "messages" or q.kind is inspect.Parameter.VAR_KEYWORD for q in params)
 
 STOPWORDS = set(
     "about after again against being below between both could does doing during each from further having into itself "

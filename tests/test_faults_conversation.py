@@ -17,6 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rlhf import rewards
 from rlhf.config import EvalStageConfig, PPOStageConfig, load_config
 from rlhf.data.formats import Row
 from rlhf.data.preference import encode_pair, parse_preference_row
@@ -169,11 +170,11 @@ def test_reward_functions_without_messages_keep_the_old_call():
     def with_kwargs(prompts, responses, categories, **kw):
         return [0.0] * len(prompts)
 
-    assert not ppo.takes_messages(old)
-    assert ppo.takes_messages(conversation_reward) and ppo.takes_messages(with_kwargs)
+    assert not rewards.takes_messages(old)
+    assert rewards.takes_messages(conversation_reward) and rewards.takes_messages(with_kwargs)
     from rlhf.rewards import position_keywords
 
-    assert not ppo.takes_messages(position_keywords)
+    assert not rewards.takes_messages(position_keywords)
 
 
 # ---- 6. the reward model is read where standard tools read it -------------------------------------------------

@@ -146,3 +146,21 @@ def test_minibatches_are_the_same_episodes_at_any_world_size(world):
         assert sorted(i for s in shares for i in s[k]) == sorted(episodes)  # minibatch k: the same set
     assert sorted(i for mb in one for i in mb) == list(range(16))  # each epoch visits every episode once
     assert one != ppo.minibatch_indices(3, 5, 2, 16, 8, 1, 0)  # a new order every epoch
+
+
+@pytest.mark.parametrize("world, grad_accum", [(2, 2), (4, 1)])
+def test_ptx_blocks_of_a_step_are_the_same_at_any_world_size(world, grad_accum):
+    import torch
+
+    from rlhf.data.order import PtxSampler
+
+    blocks = torch.arange(10 * 3).view(10, 3)  # 10 blocks of 3 tokens; row i starts with 3 * i
+    one = PtxSampler(blocks, batch_size=3, world=1, grad_accum=4)
+    many = PtxSampler(blocks, batch_size=3, world=world, grad_accum=grad_accum)
+    for step in range(4):
+        alone = [i for a in range(4) for i in one.indices(step, 0, a)]
+        # by hand: 4 micro-slots x 3 blocks per step, consecutive, cycling through the 10 blocks
+        assert alone == [(step * 12 + j) % 10 for j in range(12)]
+        spread = [i for r in range(world) for a in range(grad_accum) for i in many.indices(step, r, a)]
+        assert spread == alone  # slot q = rank * grad_accum + micro reads the same blocks
+    assert one.batch(0, 0, 1)[:, 0].tolist() == [9, 12, 15]  # blocks 3, 4, 5

@@ -25,6 +25,7 @@ from rlhf.engine.core import (
 )
 from rlhf.engine.dist import (
     all_gather_rows,
+    all_ranks_true,
     all_reduce_mean,
     barrier,
     device,
@@ -45,6 +46,7 @@ __all__ = [
     "BatchPlan",
     "adopt_accelerate_launch",
     "all_gather_rows",
+    "all_ranks_true",
     "all_reduce_mean",
     "barrier",
     "deepspeed_config",

@@ -158,6 +158,15 @@ def all_reduce_mean(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
+def all_ranks_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (one collective); ``flag`` itself on one process."""
+    if world_size() == 1 or not torch_dist.is_initialized():
+        return bool(flag)
+    t = torch.tensor(float(bool(flag)), device=device())
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MIN)
+    return t.item() >= 1
+
+
 def all_gather_rows(t: torch.Tensor, pad_value: float = 0, pad_left: bool = False) -> torch.Tensor:
     """Every rank's ``t`` (B_r,) or (B_r, W_r), concatenated along dim 0 in rank order; identity on one process.
 

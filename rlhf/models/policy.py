@@ -38,6 +38,11 @@ class Rollout:
     def attention_mask(self) -> torch.Tensor:  # (B, P + R)
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)
 
+    def select(self, rows: list[int]) -> Rollout:
+        """The rollout of episodes ``rows`` (in that order)."""
+        return Rollout(self.prompt_ids[rows], self.prompt_mask[rows], self.response_ids[rows],
+                       self.response_mask[rows], self.has_eos[rows])
+
 
 def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     n = max(len(s) for s in seqs)
