@@ -33,6 +33,7 @@ from rlhf import engine as E
 from rlhf.config import CompareStageConfig
 from rlhf.data.formats import load_categories
 from rlhf.eval.judges import PairItem
+from rlhf.eval.models import build_judge, fingerprint, load_policy, model_stamp
 from rlhf.models.policy import generate, response_texts
 from rlhf.outputs import atomic_write_text, save_config, stage_output, write_json
 
@@ -55,8 +56,6 @@ def _read_partial(path: str, key: str) -> list[dict]:
 
 def sample_responses(cfg: CompareStageConfig, prompt_ids: list[list[int]], out: str, device) -> list[dict]:
     """K responses per prompt: rows {fingerprint, batch, prompt_id, sample, response, eos}, resumable by batch."""
-    from rlhf.stages.eval import fingerprint, load_policy, model_stamp
-
     g, c = cfg.generation, cfg.compare
     path = cfg.model.name_or_path
     key = fingerprint(model_stamp(path), path, prompt_ids, g.__dict__, c.responses_per_prompt, cfg.run.seed)
@@ -160,8 +159,6 @@ def run(cfg: CompareStageConfig) -> dict:
              f"{cfg.model.name_or_path}; labeller judge: {cfg.compare.judge}; writing to {os.path.abspath(out)}")
     save_config(out, cfg)
     rows = sample_responses(cfg, prompt_ids, out, device)
-    from rlhf.stages.eval import build_judge
-
     judge = build_judge(cfg.compare.judge, cfg, cfg.model.dtype, device)
     pairs, counts = make_pairs(prompts, rows, judge, cfg.compare.keep_incomplete)
     if not pairs:
