@@ -278,12 +278,12 @@ def pickle_only_model(tmp_path_factory, micro_base) -> tuple[str, str]:
 def _loaders():
     from types import SimpleNamespace
 
-    from rlhf import analyze, label
     from rlhf.config import ModelConfig
     from rlhf.models import importer
     from rlhf.models.loading import load_causal_lm
     from rlhf.models.reward import RewardScorer, load_reward_backbone
     from rlhf.stages import eval as eval_stage
+    from rlhf.tools import analyze, label
 
     return {
         "load_causal_lm": lambda p, tmp: load_causal_lm(ModelConfig(name_or_path=p)),

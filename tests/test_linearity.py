@@ -243,7 +243,7 @@ def run_dir(tmp_path_factory, micro_base, micro_sft, micro_rm) -> str:
 def test_analyze_linearity_on_a_run_directory(run_dir, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlhf.analyze import sample_blocks
+    from rlhf.tools.analyze import sample_blocks
 
     out = str(tmp_path / "out")
     assert cli.main(["analyze", "linearity", run_dir, "--out", out, "--tokens", "4096", "--device", "cpu"]) == 0

@@ -122,7 +122,7 @@ def _run_zero_job(config: str, overrides: list[str], stage: int, gather: bool, n
     name = f"zero{stage}-{'once' if gather else 'per-layer'}"
     out, report = os.path.join(tmp, name), os.path.join(tmp, f"{name}.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-           "127.0.0.1", "--master_port", str(_free_port()), "-m", "rlhf.bench", "worker", report, config,
+           "127.0.0.1", "--master_port", str(_free_port()), "-m", "rlhf.tools.bench", "worker", report, config,
            *overrides, *QUIET, f"ppo.iterations={iterations}", f"run.output_dir={out}",
            f"deepspeed.zero_stage={stage}", f"ppo.gather_for_generation={str(gather).lower()}"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
@@ -222,4 +222,4 @@ def main(args) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         sys.exit(_worker(sys.argv[2:]))
-    sys.exit("usage: rlhf bench ppo|zero CONFIG ... (python -m rlhf.bench worker is started by 'rlhf bench zero')")
+    sys.exit("usage: rlhf bench ppo|zero CONFIG ... (python -m rlhf.tools.bench worker is started by 'rlhf bench zero')")
