@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from rlhf.config import STAGES, ConfigError, check_model_sources, describe, load_config
+from rlhf.config import STAGES, ConfigError, describe, load_config
 from rlhf.errors import RlhfError
 
 STAGE_HELP = {
@@ -21,24 +21,11 @@ STAGE_HELP = {
 
 
 def _stage(name: str, args: argparse.Namespace) -> int:
-    from rlhf.failures import remove_if_untouched
-    from rlhf.preflight import check_inputs
+    from rlhf.stages import run_stage
 
     cfg = load_config(STAGES[name], args.config, args.overrides)
-    check_model_sources(cfg)
-    check_inputs(cfg)
     args.loaded_config = cfg  # for the Ctrl-C and disk-full messages
-    out = cfg.run.output_dir
-    existed, had_checkpoints = os.path.exists(out), os.path.exists(os.path.join(out, "checkpoints"))
-    module = importlib.import_module(f"rlhf.stages.{name}")
-    try:
-        if name == "eval":
-            module.run(cfg, import_human=args.import_human)
-        else:
-            module.run(cfg)
-    except BaseException:
-        remove_if_untouched(out, existed, had_checkpoints)  # a run that failed before writing leaves no trace
-        raise
+    run_stage(name, cfg, **({"import_human": args.import_human} if name == "eval" else {}))
     return 0
 
 
@@ -123,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("config", help="PPO config YAML")
     bp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     bp.add_argument("--iterations", type=int, default=5, help="iterations to run (the first is reported apart)")
-    bp.set_defaults(func=lambda a: importlib.import_module("rlhf.bench").main(a))
+    bp.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
     bz = bench.add_parser("zero", help="PPO under ZeRO with several processes: generation with the actor gathered "
                                        "once vs per layer, and peak memory per rank for each ZeRO stage")
     bz.add_argument("config", help="PPO config YAML")
@@ -131,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     bz.add_argument("--iterations", type=int, default=3, help="PPO iterations per job (the first is left out of means)")
     bz.add_argument("--nproc", type=int, default=2, help="processes per job (torchrun --nproc_per_node)")
     bz.add_argument("--stages", default="0,2,3", help="ZeRO stages to measure memory for; 3 adds the per-layer job")
-    bz.set_defaults(func=lambda a: importlib.import_module("rlhf.bench").main(a))
+    bz.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
 
     lb = sub.add_parser("label", help="label pairs of responses with a judge into preference data (AI feedback)")
     lb.add_argument("input", help="JSONL of {prompt, response_a, response_b} rows, or an rlhf eval samples.jsonl")
@@ -139,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--model", help="reward model dir (reward_model) or judge LM (llm)")
     lb.add_argument("--rubric", default="data/palms/rubric.yaml", help="rubric file (rubric judge)")
     lb.add_argument("--out", required=True, help="preference JSONL to write ({prompt, chosen, rejected})")
-    lb.set_defaults(func=lambda a: importlib.import_module("rlhf.label").main(a))
+    lb.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.label").main(a))
 
     mdl = sub.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
     mi = mdl.add_parser("import", help="turn a GGUF file (or any loadable model) into a plain HF directory")
@@ -188,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="torch device; 'auto': cuda if available, else cpu")
         sp.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code (off by default)")
         sp.add_argument("--out", default="runs/analysis", help="output directory (default runs/analysis)")
-        sp.set_defaults(func=lambda a: importlib.import_module("rlhf.analyze").main(a))
+        sp.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.analyze").main(a))
 
     rp = sub.add_parser("report", help="the tables README and docs quote (stages, win rates, ptx sweep), from run "
                                        "directories of rlhf pipeline")

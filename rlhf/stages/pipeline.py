@@ -33,10 +33,10 @@ import sys
 import time
 
 from rlhf import engine as E
-from rlhf.config import STAGES, ConfigError, PipelineConfig, check_model_sources, load_config
+from rlhf.config import STAGES, ConfigError, PipelineConfig, load_config
 from rlhf.outputs import finished_run, read_json, save_config, write_json
-from rlhf.preflight import check_inputs
 from rlhf.report import code_version
+from rlhf.stages import run_stage
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, str]:
@@ -220,10 +220,7 @@ def _run_stages(cfg: PipelineConfig, configs: list, t0: float, view: OverallProg
         gc.collect()
         was_reset = reset_peak_rss()
         ts = time.time()
-        check_model_sources(scfg)  # an earlier stage's output is checked only now that it should exist
-        check_inputs(scfg)  # so are its data files (e.g. compare's pairs.jsonl for the reward model)
-        module = __import__(f"rlhf.stages.{s.command}", fromlist=["run"])
-        module.run(scfg)
+        run_stage(s.command, scfg)  # checks an earlier stage's output (models, pairs.jsonl) only now that it exists
         view.end_stage()
         took = time.time() - ts
         gib, source = peak_rss(was_reset)
