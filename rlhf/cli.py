@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from rlhf.config import STAGES, ConfigError, check_model_sources, describe, load_config
+from rlhf.config import STAGES, ConfigError, describe, load_config
 from rlhf.errors import RlhfError
 
 STAGE_HELP = {
@@ -22,7 +22,7 @@ STAGE_HELP = {
 
 def _stage(name: str, args: argparse.Namespace) -> int:
     from rlhf.failures import remove_if_untouched
-    from rlhf.preflight import check_inputs
+    from rlhf.preflight import check_inputs, check_model_sources
 
     cfg = load_config(STAGES[name], args.config, args.overrides)
     check_model_sources(cfg)

@@ -598,12 +598,12 @@ class EvalStageConfig:
             raise ValueError("models: name at least a baseline and one candidate (name: path)")
         if self.eval.baseline not in self.models:
             raise ValueError(f"models: the baseline {self.eval.baseline!r} (eval.baseline) is not among {sorted(self.models)}")
-        for judge, section in _judge_models(self.eval.judges):
+        for judge, section in judge_models(self.eval.judges):
             if not getattr(self, section).model:
                 raise ValueError(f"models: judges include {judge} but {section}.model is empty")
 
 
-def _judge_models(judges: list[str]) -> list[tuple[str, str]]:
+def judge_models(judges: list[str]) -> list[tuple[str, str]]:
     """(judge, config section) for each judge in ``judges`` that loads a model (eval and compare share these)."""
     sections = {"reward_model": "reward_judge", "llm": "llm_judge"}
     return [(j, sections[j]) for j in judges if j in sections]
@@ -659,7 +659,7 @@ class CompareStageConfig:
     def check(self) -> None:
         if not self.model.name_or_path:
             raise ValueError("model: name_or_path: the model to sample from (the SFT model)")
-        for judge, section in _judge_models([self.compare.judge]):
+        for judge, section in judge_models([self.compare.judge]):
             if not getattr(self, section).model:
                 raise ValueError(f"compare: judge is {judge} but {section}.model is empty")
 
@@ -1029,90 +1029,3 @@ def describe(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[st
             continue
         rows.append((prefix + f.name, _type_name(tp), value, docs.get(f.name, "")))
     return rows
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-def model_sources(cfg: Any) -> list[tuple[str, str, str]]:
-    """(key, value, kind) for every model or tokenizer a stage config will load; kind: model, tokenizer, gguf.
-
-    Judge models count only when their judge is used, so a stale path under an unused judge does not block a run.
-    """
-    out: list[tuple[str, str, str]] = []
-    model = getattr(cfg, "model", None)
-    if isinstance(model, ModelConfig):
-        if model.name_or_path:
-            out.append(("model.name_or_path", model.name_or_path, "gguf" if model.gguf_file else "model"))
-        if model.tokenizer:
-            out.append(("model.tokenizer", model.tokenizer, "tokenizer"))
-    if isinstance(cfg, PPOStageConfig):
-        out += [(f"{sec}.model", getattr(cfg, sec).model, "model") for sec in ("reward", "critic")
-                if getattr(cfg, sec).model]
-    judges: list[str] = []
-    if isinstance(cfg, EvalStageConfig):
-        out += [(f"models.{name}", path, "model") for name, path in cfg.models.items()]
-        judges = list(cfg.eval.judges)
-    elif isinstance(cfg, CompareStageConfig):
-        judges = [cfg.compare.judge]
-    out += [(f"{section}.model", getattr(cfg, section).model, "model") for _, section in _judge_models(judges)
-            if getattr(cfg, section).model]
-    return out
-
-
-def check_model_sources(cfg: Any) -> None:
-    """Fail before any loading when a model path a stage needs is missing or unfinished, naming its key.
-
-    A value is accepted when it is a directory holding a model (config.json) or tokenizer, or when it has the
-    shape of a hub id (``owner/name``, where ``owner`` is not a local directory); anything else, e.g.
-    ``runs/tiny/sft`` before SFT has run or a bare ``name`` that is not on disk, is a :class:`ConfigError`,
-    as is a model directory whose config needs its own Python code while ``model.trust_remote_code`` is false.
-    """
-    markers = {"model": ("config.json",), "tokenizer": ("tokenizer.json", "tokenizer_config.json"), "gguf": ()}
-    model = getattr(cfg, "model", None)
-    for key, value, kind in model_sources(cfg):
-        path = os.path.expanduser(value)
-        if os.path.isdir(path):
-            need = markers[kind]
-            if need and not any(os.path.isfile(os.path.join(path, m)) for m in need):
-                raise ConfigError(
-                    f"{key}: {value} is a directory without {' or '.join(need)}, so it holds no {kind}; "
-                    "if an earlier stage writes it, that stage has not finished"
-                )
-            trusted = key.startswith("model.") and isinstance(model, ModelConfig) and model.trust_remote_code
-            if kind == "model" and not trusted:
-                _check_no_remote_code(key, value, os.path.join(path, "config.json"))
-        elif os.path.exists(path):
-            raise ConfigError(f"{key}: {value} is a file; expected a {kind} directory or a hub id")
-        elif not _HUB_ID.fullmatch(value) or ".." in value:
-            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form owner/name)")
-        elif "/" not in value:
-            raise ConfigError(f"{key}: {value}: no such directory (a hub id has the form owner/name, "
-                              "e.g. HuggingFaceTB/SmolLM2-135M)")
-        elif os.path.isdir(value.split("/", 1)[0]):
-            raise ConfigError(f"{key}: {value}: no such directory (read as a local path: "
-                              f"{value.split('/', 1)[0]}/ exists here)")
-
-
-def _check_no_remote_code(key: str, value: str, config_json: str) -> None:
-    """A model directory whose config.json names a model type transformers does not have (only its own code in
-    ``auto_map`` builds it) cannot load without trust_remote_code: say so before anything loads."""
-    import json
-
-    try:
-        with open(config_json, encoding="utf-8") as f:
-            conf = json.load(f)
-    except (OSError, ValueError):
-        return  # unreadable configs are reported by the loader
-    if not isinstance(conf, dict) or not conf.get("auto_map"):
-        return
-    from transformers import CONFIG_MAPPING
-
-    model_type = conf.get("model_type")
-    if model_type in CONFIG_MAPPING:
-        return
-    fix = ("set model.trust_remote_code=true if you trust that code" if key.startswith("model.")
-           else "only model.name_or_path can run a model's own code (with model.trust_remote_code=true)")
-    raise ConfigError(f"{key}: {value} needs its own Python code (model type {model_type!r} is not in "
-                      f"transformers; its config.json auto_map names {next(iter(conf['auto_map'].values()))}) and "
-                      f"model.trust_remote_code is false: {fix}")

@@ -182,7 +182,8 @@ def test_missing_or_unfinished_model_paths_fail_before_loading_naming_the_key(tm
     """`rlhf <stage>` checks every model path it will load: a typo or an unfinished stage names its key, and
     nothing is written to the output directory."""
     from rlhf.cli import main as cli_main
-    from rlhf.config import EvalStageConfig, PPOStageConfig, check_model_sources
+    from rlhf.config import EvalStageConfig, PPOStageConfig
+    from rlhf.preflight import check_model_sources
 
     sft = os.path.join(ROOT, "configs/tiny/sft.yaml")
     out = tmp_path / "out"

@@ -33,9 +33,9 @@ import sys
 import time
 
 from rlhf import engine as E
-from rlhf.config import STAGES, ConfigError, PipelineConfig, check_model_sources, load_config
+from rlhf.config import STAGES, ConfigError, PipelineConfig, load_config
 from rlhf.outputs import finished_run, read_json, save_config, write_json
-from rlhf.preflight import check_inputs
+from rlhf.preflight import check_inputs, check_model_sources
 from rlhf.report import code_version
 
 
