@@ -141,7 +141,7 @@ def test_every_shipped_yaml_loads_and_validates(path):
         first = f.readline()
     assert first.startswith("#"), f"{path} must open with a comment saying what it is for"
     if os.sep + "deepspeed" + os.sep in path:
-        from rlhf.config import _build, _Source  # overlays hold one section
+        from rlhf.config.loader import _build, _Source  # overlays hold one section
 
         with open(path) as f:
             data = yaml.safe_load(f)
