@@ -15,7 +15,7 @@ the stages share), :mod:`~rlhf.config.stages` (each stage's own sections and roo
 """
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.loader import describe, dump_yaml, field_docs, load_config, parse_override, to_dict
+from rlhf.config.loader import describe, dump_yaml, field_docs, load_config, load_section, parse_override, to_dict
 from rlhf.config.sections import (
     DeepSpeedConfig,
     GenerationConfig,
@@ -91,6 +91,7 @@ __all__ = [
     "field_docs",
     "judge_models",
     "load_config",
+    "load_section",
     "parse_override",
     "to_dict",
 ]

@@ -293,6 +293,12 @@ def load_config(cls: type, path: str | os.PathLike | None, overrides: list[str] 
     return _build(cls, data, "", _Source(name, _key_lines(text), keys))
 
 
+def load_section(cls: type, data: Any, key: str, name: str = "<section>") -> Any:
+    """Validate one section on its own (e.g. the ``deepspeed`` mapping of a configs/deepspeed overlay) into
+    dataclass ``cls`` as if it stood under ``key``; errors name ``name`` as the file."""
+    return _coerce(data, cls, key, _Source(name, {}, set()))
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
