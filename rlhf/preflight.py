@@ -51,13 +51,13 @@ def check_data_sources(cfg: Any) -> None:
         path = os.path.expanduser(value)
         if not os.path.exists(path) and looks_local(value):
             hint = " (set it to '' to allow any category)" if key == "data.categories_file" else ""
-            raise ConfigError(f"{key}: {value}: no such file{hint}")
+            raise ConfigError(f"{key}: {value}: no such file{hint}", key=key)
     model = getattr(cfg, "model", None)
     if isinstance(model, ModelConfig):
         for name in ("from_config", "chat_template"):
             value = getattr(model, name)
             if value and not os.path.isfile(os.path.expanduser(value)):
-                raise ConfigError(f"model.{name}: {value}: no such file")
+                raise ConfigError(f"model.{name}: {value}: no such file", key=f"model.{name}")
 
 
 def check_precision(cfg: Any) -> None:
@@ -75,11 +75,12 @@ def check_precision(cfg: Any) -> None:
     name = acc.device_name()
     if ds.precision == "fp16" and name == "cpu":
         raise ConfigError("deepspeed.precision: fp16 needs a GPU and this machine runs on the CPU; "
-                          "use deepspeed.precision=bf16 or fp32")
+                          "use deepspeed.precision=bf16 or fp32", key="deepspeed.precision")
     others = ", ".join(p for p, t in (("bf16", torch.bfloat16), ("fp16", torch.float16))
                        if t in acc.supported_dtypes())
     raise ConfigError(f"deepspeed.precision: {ds.precision} is not supported on this {name} device; "
-                      f"use deepspeed.precision={'fp32' if not others else others.split(', ')[0] + ' or fp32'}")
+                      f"use deepspeed.precision={'fp32' if not others else others.split(', ')[0] + ' or fp32'}",
+                      key="deepspeed.precision")
 
 
 def check_inputs(cfg: Any) -> None:
@@ -134,21 +135,22 @@ def check_model_sources(cfg: Any) -> None:
             if need and not any(os.path.isfile(os.path.join(path, m)) for m in need):
                 raise ConfigError(
                     f"{key}: {value} is a directory without {' or '.join(need)}, so it holds no {kind}; "
-                    "if an earlier stage writes it, that stage has not finished"
+                    "if an earlier stage writes it, that stage has not finished",
+                    key=key,
                 )
             trusted = key.startswith("model.") and isinstance(model, ModelConfig) and model.trust_remote_code
             if kind == "model" and not trusted:
                 _check_no_remote_code(key, value, os.path.join(path, "config.json"))
         elif os.path.exists(path):
-            raise ConfigError(f"{key}: {value} is a file; expected a {kind} directory or a hub id")
+            raise ConfigError(f"{key}: {value} is a file; expected a {kind} directory or a hub id", key=key)
         elif not _HUB_ID.fullmatch(value) or ".." in value:
-            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form owner/name)")
+            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form owner/name)", key=key)
         elif "/" not in value:
             raise ConfigError(f"{key}: {value}: no such directory (a hub id has the form owner/name, "
-                              "e.g. HuggingFaceTB/SmolLM2-135M)")
+                              "e.g. HuggingFaceTB/SmolLM2-135M)", key=key)
         elif os.path.isdir(value.split("/", 1)[0]):
             raise ConfigError(f"{key}: {value}: no such directory (read as a local path: "
-                              f"{value.split('/', 1)[0]}/ exists here)")
+                              f"{value.split('/', 1)[0]}/ exists here)", key=key)
 
 
 def _check_no_remote_code(key: str, value: str, config_json: str) -> None:
@@ -172,4 +174,4 @@ def _check_no_remote_code(key: str, value: str, config_json: str) -> None:
            else "only model.name_or_path can run a model's own code (with model.trust_remote_code=true)")
     raise ConfigError(f"{key}: {value} needs its own Python code (model type {model_type!r} is not in "
                       f"transformers; its config.json auto_map names {next(iter(conf['auto_map'].values()))}) and "
-                      f"model.trust_remote_code is false: {fix}")
+                      f"model.trust_remote_code is false: {fix}", key=key)

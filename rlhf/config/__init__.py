@@ -8,13 +8,13 @@ Sections are shared between stages (``run``, ``model``, ``train``, ``lora``, ``d
 has a root dataclass that composes the sections it reads (``SFTStageConfig`` ...). Derived values are
 computed once by the stage (see :func:`rlhf.engine.resolve_batch`) and printed.
 
-The package: :mod:`~rlhf.config.errors` (:class:`ConfigError`), :mod:`~rlhf.config.sections` (the sections
-the stages share), :mod:`~rlhf.config.stages` (each stage's own sections and root, the pipeline's config,
+The package: :mod:`~rlhf.config.errors` (:class:`ConfigError`, :class:`FieldError`), :mod:`~rlhf.config.sections`
+(the sections the stages share), :mod:`~rlhf.config.stages` (each stage's own sections and root, the pipeline's config,
 :data:`STAGES`) and :mod:`~rlhf.config.loader` (reading, validating, dumping and describing). Import from
 ``rlhf.config``; the names below are its interface.
 """
 
-from rlhf.config.errors import ConfigError
+from rlhf.config.errors import ConfigError, FieldError
 from rlhf.config.loader import describe, dump_yaml, field_docs, load_config, load_section, parse_override, to_dict
 from rlhf.config.sections import (
     DeepSpeedConfig,
@@ -64,6 +64,7 @@ __all__ = [
     "EvalConfig",
     "EvalDataConfig",
     "EvalStageConfig",
+    "FieldError",
     "GenerationConfig",
     "LLMJudgeConfig",
     "LoraConfig",

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rlhf.config.errors import ConfigError
+from rlhf.config.errors import ConfigError, FieldError
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -83,7 +83,7 @@ def _duplicate_key(text: str, name: str) -> None:
                     line = k.start_mark.line + 1
                     if k.value in seen:
                         raise ConfigError(f"{name}:{line}: duplicate key '{prefix}{k.value}' (first at line "
-                                          f"{seen[k.value]}); keep one of them")
+                                          f"{seen[k.value]}); keep one of them", key=f"{prefix}{k.value}")
                     seen[k.value] = line
                 walk(v, f"{prefix}{k.value}.")
         elif isinstance(node, yaml.SequenceNode):
@@ -129,7 +129,7 @@ def _coerce(value: Any, tp: Any, key: str, src: _Source) -> Any:
 
     def bad(extra: str = "") -> ConfigError:
         msg = f"{src.where(key)}: key '{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-        return ConfigError(msg + extra)
+        return ConfigError(msg + extra, key=key)
 
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -215,7 +215,7 @@ def _build(cls: type, data: dict, prefix: str, src: _Source) -> Any:
             close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             valid = ", ".join(names)
-            raise ConfigError(f"{src.where(key)}: unknown key '{key}'{hint}; valid keys here: {valid}")
+            raise ConfigError(f"{src.where(key)}: unknown key '{key}'{hint}; valid keys here: {valid}", key=key)
         kwargs[k] = _coerce(v, hints[k], key, src)
     for k in names:  # sections left out of the file still get their defaults validated
         if k not in kwargs and dataclasses.is_dataclass(hints[k]):
@@ -225,11 +225,12 @@ def _build(cls: type, data: dict, prefix: str, src: _Source) -> Any:
     if check is not None:
         try:
             check()
-        except ValueError as e:
-            msg = str(e)
-            field_name = msg.split(":", 1)[0].strip()
-            key = f"{prefix}{field_name}" if field_name in names else prefix.rstrip(".")
-            raise ConfigError(f"{src.where(key)}: key '{key}': {msg.split(':', 1)[-1].strip()}") from None
+        except FieldError as e:  # names its field
+            key = f"{prefix}{e.field}"
+            raise ConfigError(f"{src.where(key)}: key '{key}': {e.reason}", key=key) from None
+        except ValueError as e:  # about the section as a whole
+            key = prefix.rstrip(".")
+            raise ConfigError(f"{src.where(key)}: key '{key}': {e}", key=key) from None
     return obj
 
 

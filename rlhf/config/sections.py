@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rlhf.config.errors import FieldError
+
 
 def require_positive(obj: Any, *names: str) -> None:
     """For a ``check()``: refuse the first of the fields ``names`` of ``obj`` that is not > 0."""
     for name in names:
         if getattr(obj, name) <= 0:
-            raise ValueError(f"{name}: must be > 0, got {getattr(obj, name)!r}")
+            raise FieldError(name, f"must be > 0, got {getattr(obj, name)!r}")
 
 
 @dataclass
@@ -43,10 +45,10 @@ class RunConfig:
 
     def check(self) -> None:
         if self.resume in ("", None):
-            raise ValueError("resume: use 'auto', 'never' or a checkpoint directory")
+            raise FieldError("resume", "use 'auto', 'never' or a checkpoint directory")
         bad = [r for r in self.report_to if r not in ("tensorboard", "wandb")]
         if bad:
-            raise ValueError(f"report_to: unknown sink {bad[0]!r}; choose from 'tensorboard', 'wandb'")
+            raise FieldError("report_to", f"unknown sink {bad[0]!r}; choose from 'tensorboard', 'wandb'")
         require_positive(self, "logging_steps", "save_steps", "save_total_limit")
 
 
@@ -111,11 +113,11 @@ class TrainConfig:
     def check(self) -> None:
         require_positive(self, "learning_rate", "adam_eps")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("min_lr_ratio: must be in [0, 1]")
+            raise FieldError("min_lr_ratio", "must be in [0, 1]")
         if self.max_steps < 0 or self.warmup_steps < 0 or self.eval_steps < 0:
             raise ValueError("max_steps, warmup_steps and eval_steps must be >= 0")
         if self.max_steps == 0 and self.epochs <= 0:
-            raise ValueError("epochs: must be > 0 when max_steps is 0")
+            raise FieldError("epochs", "must be > 0 when max_steps is 0")
 
 
 @dataclass
@@ -134,7 +136,7 @@ class LoraConfig:
     def check(self) -> None:
         require_positive(self, "r", "alpha")
         if not self.target_modules:
-            raise ValueError("target_modules: must name at least one module")
+            raise FieldError("target_modules", "must name at least one module")
 
 
 @dataclass
@@ -162,11 +164,11 @@ class DeepSpeedConfig:
     def check(self) -> None:
         require_positive(self, "global_batch_size", "micro_batch_size", "reference_world_size")
         if self.offload_param and self.zero_stage != 3:
-            raise ValueError("offload_param: needs zero_stage 3")
+            raise FieldError("offload_param", "needs zero_stage 3")
         if self.offload_optimizer and self.zero_stage == 0:
-            raise ValueError("offload_optimizer: needs zero_stage 1, 2 or 3")
+            raise FieldError("offload_optimizer", "needs zero_stage 1, 2 or 3")
         if self.gradient_clipping < 0:
-            raise ValueError("gradient_clipping: must be >= 0")
+            raise FieldError("gradient_clipping", "must be >= 0")
 
 
 @dataclass
@@ -185,9 +187,9 @@ class GenerationConfig:
     def check(self) -> None:
         require_positive(self, "max_new_tokens", "temperature", "top_p")
         if self.top_p > 1 or self.top_k < 0:
-            raise ValueError("top_p: must be in (0, 1], and top_k >= 0")
+            raise FieldError("top_p", "must be in (0, 1], and top_k >= 0")
         if not self.do_sample and (self.top_k or self.top_p < 1):
-            raise ValueError("do_sample: greedy decoding (false) ignores top_k and top_p; leave them at 0 and 1.0")
+            raise FieldError("do_sample", "greedy decoding (false) ignores top_k and top_p; leave them at 0 and 1.0")
 
 
 @dataclass
@@ -221,10 +223,10 @@ class LLMJudgeConfig:
 
     def check(self) -> None:
         if "{conversation}" not in self.template and "{prompt}" not in self.template:
-            raise ValueError("template: must contain {conversation} or {prompt}")
+            raise FieldError("template", "must contain {conversation} or {prompt}")
         for key in ("{first}", "{second}"):
             if key not in self.template:
-                raise ValueError(f"template: must contain {key}")
+                raise FieldError("template", f"must contain {key}")
 
 
 def judge_models(judges: list[str]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhf.config.errors import FieldError
 from rlhf.config.sections import (
     DeepSpeedConfig,
     GenerationConfig,
@@ -37,7 +38,7 @@ class PretrainDataConfig:
     def check(self) -> None:
         require_positive(self, "block_size")
         if not self.train_files:
-            raise ValueError("train_files: name at least one file")
+            raise FieldError("train_files", "name at least one file")
 
 
 @dataclass
@@ -51,7 +52,7 @@ class PretrainTrainConfig(TrainConfig):
     def check(self) -> None:
         super().check()
         if self.linearity_coef < 0:
-            raise ValueError("linearity_coef: must be >= 0")
+            raise FieldError("linearity_coef", "must be >= 0")
 
 
 @dataclass
@@ -83,7 +84,7 @@ class SFTDataConfig:
 
     def check(self) -> None:
         if not 0 <= self.eval_fraction < 1:
-            raise ValueError("eval_fraction: must be in [0, 1)")
+            raise FieldError("eval_fraction", "must be in [0, 1)")
         require_positive(self, "max_length")
 
 
@@ -126,7 +127,7 @@ class RMDataConfig:
     def check(self) -> None:
         require_positive(self, "max_length")
         if self.max_train_pairs < 0:
-            raise ValueError("max_train_pairs: must be >= 0 (0 = all pairs)")
+            raise FieldError("max_train_pairs", "must be >= 0 (0 = all pairs)")
 
 
 @dataclass
@@ -140,7 +141,7 @@ class RewardConfig:
 
     def check(self) -> None:
         if self.center_rewards_coefficient < 0 or self.head_init_std < 0:
-            raise ValueError("center_rewards_coefficient: must be >= 0")
+            raise FieldError("center_rewards_coefficient", "must be >= 0")
         require_positive(self, "ece_bins")
 
 
@@ -189,9 +190,9 @@ class RewardSourceConfig:
 
     def check(self) -> None:
         if bool(self.model) == bool(self.function):
-            raise ValueError("model: set exactly one of reward.model and reward.function")
+            raise FieldError("model", "set exactly one of reward.model and reward.function")
         if self.function and ":" not in self.function:
-            raise ValueError("function: expected 'package.module:function'")
+            raise FieldError("function", "expected 'package.module:function'")
 
 
 @dataclass
@@ -271,18 +272,19 @@ class PPOConfig:
         require_positive(self, "iterations", "rollout_batch_size", "mini_batch_size", "ppo_epochs", "ptx_batch_size",
                          "clip_range", "max_nonfinite", "sample_every", "kl_target", "kl_horizon")
         if self.kl_coef < 0 or self.ptx_coef < 0 or self.vf_coef < 0:
-            raise ValueError("kl_coef: kl_coef, ptx_coef and vf_coef must be >= 0")
+            raise FieldError("kl_coef", "kl_coef, ptx_coef and vf_coef must be >= 0")
         if self.ptx_linearity_coef < 0:
-            raise ValueError("ptx_linearity_coef: must be >= 0")
+            raise FieldError("ptx_linearity_coef", "must be >= 0")
         if self.ptx_linearity_coef > 0 and self.ptx_coef == 0:
-            raise ValueError("ptx_linearity_coef: the regulariser is part of the ptx term; set ppo.ptx_coef > 0 too")
+            raise FieldError("ptx_linearity_coef", "the regulariser is part of the ptx term; set ppo.ptx_coef > 0 too")
         if self.rollout_batch_size % self.mini_batch_size:
-            raise ValueError("mini_batch_size: must divide rollout_batch_size")
+            raise FieldError("mini_batch_size", "must divide rollout_batch_size")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError("ema_decay: must be in [0, 1)")
+            raise FieldError("ema_decay", "must be in [0, 1)")
         if self.missing_eos_penalty < 0:
-            raise ValueError(
-                f"missing_eos_penalty: {self.missing_eos_penalty} would raise the score of responses without EOS; it "
+            raise FieldError(
+                "missing_eos_penalty",
+                f"{self.missing_eos_penalty} would raise the score of responses without EOS; it "
                 f"is subtracted from the score (as TRL's missing_eos_penalty): give a positive amount, e.g. "
                 f"{-self.missing_eos_penalty:g}, or set ppo.missing_eos_score={self.missing_eos_penalty:g} to replace "
                 "the score by it as this key used to"
@@ -323,7 +325,7 @@ class EvalDataConfig:
     def check(self) -> None:
         require_positive(self, "block_size")
         if self.max_prompts < 0 or self.max_blocks < 0:
-            raise ValueError("max_prompts: max_prompts and max_blocks must be >= 0 (0 = all)")
+            raise FieldError("max_prompts", "max_prompts and max_blocks must be >= 0 (0 = all)")
 
 
 @dataclass
@@ -347,10 +349,10 @@ class EvalConfig:
     def check(self) -> None:
         bad = [j for j in self.judges if j not in ("rubric", "reward_model", "llm", "human")]
         if bad:
-            raise ValueError(f"judges: unknown judge {bad[0]!r}; choose from rubric, reward_model, llm, human")
+            raise FieldError("judges", f"unknown judge {bad[0]!r}; choose from rubric, reward_model, llm, human")
         require_positive(self, "samples_per_prompt", "bootstrap_resamples", "batch_size")
         if self.bootstrap_resamples < 1000:
-            raise ValueError("bootstrap_resamples: use at least 1000 resamples for a 95% interval")
+            raise FieldError("bootstrap_resamples", "use at least 1000 resamples for a 95% interval")
 
 
 @dataclass
@@ -369,12 +371,12 @@ class EvalStageConfig:
 
     def check(self) -> None:
         if len(self.models) < 2:
-            raise ValueError("models: name at least a baseline and one candidate (name: path)")
+            raise FieldError("models", "name at least a baseline and one candidate (name: path)")
         if self.eval.baseline not in self.models:
-            raise ValueError(f"models: the baseline {self.eval.baseline!r} (eval.baseline) is not among {sorted(self.models)}")
+            raise FieldError("models", f"the baseline {self.eval.baseline!r} (eval.baseline) is not among {sorted(self.models)}")
         for judge, section in judge_models(self.eval.judges):
             if not getattr(self, section).model:
-                raise ValueError(f"models: judges include {judge} but {section}.model is empty")
+                raise FieldError("models", f"judges include {judge} but {section}.model is empty")
 
 
 @dataclass
@@ -391,7 +393,7 @@ class CompareDataConfig:
     def check(self) -> None:
         require_positive(self, "max_prompt_length")
         if self.max_prompts < 0:
-            raise ValueError("max_prompts: must be >= 0 (0 = all)")
+            raise FieldError("max_prompts", "must be >= 0 (0 = all)")
 
 
 @dataclass
@@ -407,7 +409,7 @@ class CompareConfig:
 
     def check(self) -> None:
         if self.responses_per_prompt < 2:
-            raise ValueError("responses_per_prompt: need at least 2 responses per prompt to compare")
+            raise FieldError("responses_per_prompt", "need at least 2 responses per prompt to compare")
         require_positive(self, "batch_size")
 
 
@@ -426,10 +428,10 @@ class CompareStageConfig:
 
     def check(self) -> None:
         if not self.model.name_or_path:
-            raise ValueError("model: name_or_path: the model to sample from (the SFT model)")
+            raise FieldError("model", "name_or_path: the model to sample from (the SFT model)")
         for judge, section in judge_models([self.compare.judge]):
             if not getattr(self, section).model:
-                raise ValueError(f"compare: judge is {judge} but {section}.model is empty")
+                raise FieldError("compare", f"judge is {judge} but {section}.model is empty")
 
 
 @dataclass
@@ -447,9 +449,9 @@ class PipelineStage:
 
     def check(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9_]+", self.name):
-            raise ValueError("name: use letters, digits and _ only")
+            raise FieldError("name", "use letters, digits and _ only")
         if not self.config:
-            raise ValueError("config: name the stage's config file")
+            raise FieldError("config", "name the stage's config file")
 
 
 @dataclass
@@ -469,13 +471,13 @@ class PipelineConfig:
 
     def check(self) -> None:
         if self.progress_log_seconds <= 0:
-            raise ValueError("progress_log_seconds: must be > 0")
+            raise FieldError("progress_log_seconds", "must be > 0")
         names = [s.name for s in self.stages]
         if not names:
-            raise ValueError("stages: list at least one stage")
+            raise FieldError("stages", "list at least one stage")
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"stages: duplicate stage name {sorted(dup)[0]!r}")
+            raise FieldError("stages", f"duplicate stage name {sorted(dup)[0]!r}")
 
 
 STAGES: dict[str, type] = {
