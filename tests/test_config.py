@@ -94,6 +94,19 @@ def test_errors_carry_their_key(tmp_path):
     assert e.value.key == "stages[0].name"
 
 
+def test_negative_head_init_std_names_head_init_std():
+    """reward.center_rewards_coefficient and reward.head_init_std used to share one check and one message, so a
+    negative head_init_std blamed center_rewards_coefficient (and pointed at its line)."""
+    from rlhf.config import RMStageConfig
+
+    with pytest.raises(ConfigError, match=r"command-line override 'reward.head_init_std': key 'reward.head_init_std': "
+                                          r"must be >= 0$") as e:
+        load_config(RMStageConfig, None, ["model.name_or_path=x", "reward.head_init_std=-0.1"])
+    assert e.value.key == "reward.head_init_std"
+    with pytest.raises(ConfigError, match=r"key 'reward.center_rewards_coefficient': must be >= 0$"):
+        load_config(RMStageConfig, None, ["model.name_or_path=x", "reward.center_rewards_coefficient=-1"])
+
+
 def test_every_field_error_names_a_field_of_its_section():
     """A check()'s FieldError is turned into the key section.field unchecked, so its field must exist."""
     import ast

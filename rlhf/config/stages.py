@@ -140,8 +140,10 @@ class RewardConfig:
     """bins of the expected calibration error"""
 
     def check(self) -> None:
-        if self.center_rewards_coefficient < 0 or self.head_init_std < 0:
+        if self.center_rewards_coefficient < 0:
             raise FieldError("center_rewards_coefficient", "must be >= 0")
+        if self.head_init_std < 0:
+            raise FieldError("head_init_std", "must be >= 0")
         require_positive(self, "ece_bins")
 
 
