@@ -29,9 +29,10 @@ import socket
 import time
 from typing import Any
 
-from rlhf.config import STAGES, ConfigError, PipelineConfig, dump_yaml, load_config, model_sources, to_dict
+from rlhf.config import STAGES, ConfigError, PipelineConfig, dump_yaml, load_config, to_dict
 from rlhf.engine import init_distributed, is_main, print0, warn0, world_size
 from rlhf.errors import OutputDirError
+from rlhf.preflight import model_sources
 
 MARKER = "rlhf_run.json"
 LOCK = "rlhf.lock"

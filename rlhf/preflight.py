@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
-from rlhf.config import ConfigError, DeepSpeedConfig, ModelConfig, PPOStageConfig
+from rlhf.config import (
+    CompareStageConfig,
+    ConfigError,
+    DeepSpeedConfig,
+    EvalStageConfig,
+    ModelConfig,
+    PPOStageConfig,
+    judge_models,
+)
 from rlhf.data.formats import looks_local
 
 
@@ -42,13 +51,13 @@ def check_data_sources(cfg: Any) -> None:
         path = os.path.expanduser(value)
         if not os.path.exists(path) and looks_local(value):
             hint = " (set it to '' to allow any category)" if key == "data.categories_file" else ""
-            raise ConfigError(f"{key}: {value}: no such file{hint}")
+            raise ConfigError(f"{key}: {value}: no such file{hint}", key=key)
     model = getattr(cfg, "model", None)
     if isinstance(model, ModelConfig):
         for name in ("from_config", "chat_template"):
             value = getattr(model, name)
             if value and not os.path.isfile(os.path.expanduser(value)):
-                raise ConfigError(f"model.{name}: {value}: no such file")
+                raise ConfigError(f"model.{name}: {value}: no such file", key=f"model.{name}")
 
 
 def check_precision(cfg: Any) -> None:
@@ -66,14 +75,103 @@ def check_precision(cfg: Any) -> None:
     name = acc.device_name()
     if ds.precision == "fp16" and name == "cpu":
         raise ConfigError("deepspeed.precision: fp16 needs a GPU and this machine runs on the CPU; "
-                          "use deepspeed.precision=bf16 or fp32")
+                          "use deepspeed.precision=bf16 or fp32", key="deepspeed.precision")
     others = ", ".join(p for p, t in (("bf16", torch.bfloat16), ("fp16", torch.float16))
                        if t in acc.supported_dtypes())
     raise ConfigError(f"deepspeed.precision: {ds.precision} is not supported on this {name} device; "
-                      f"use deepspeed.precision={'fp32' if not others else others.split(', ')[0] + ' or fp32'}")
+                      f"use deepspeed.precision={'fp32' if not others else others.split(', ')[0] + ' or fp32'}",
+                      key="deepspeed.precision")
 
 
 def check_inputs(cfg: Any) -> None:
     """Everything above, for one stage config (``rlhf <stage>`` and each stage of ``rlhf pipeline``)."""
     check_data_sources(cfg)
     check_precision(cfg)
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def model_sources(cfg: Any) -> list[tuple[str, str, str]]:
+    """(key, value, kind) for every model or tokenizer a stage config will load; kind: model, tokenizer, gguf.
+
+    Judge models count only when their judge is used, so a stale path under an unused judge does not block a run.
+    """
+    out: list[tuple[str, str, str]] = []
+    model = getattr(cfg, "model", None)
+    if isinstance(model, ModelConfig):
+        if model.name_or_path:
+            out.append(("model.name_or_path", model.name_or_path, "gguf" if model.gguf_file else "model"))
+        if model.tokenizer:
+            out.append(("model.tokenizer", model.tokenizer, "tokenizer"))
+    if isinstance(cfg, PPOStageConfig):
+        out += [(f"{sec}.model", getattr(cfg, sec).model, "model") for sec in ("reward", "critic")
+                if getattr(cfg, sec).model]
+    judges: list[str] = []
+    if isinstance(cfg, EvalStageConfig):
+        out += [(f"models.{name}", path, "model") for name, path in cfg.models.items()]
+        judges = list(cfg.eval.judges)
+    elif isinstance(cfg, CompareStageConfig):
+        judges = [cfg.compare.judge]
+    out += [(f"{section}.model", getattr(cfg, section).model, "model") for _, section in judge_models(judges)
+            if getattr(cfg, section).model]
+    return out
+
+
+def check_model_sources(cfg: Any) -> None:
+    """Fail before any loading when a model path a stage needs is missing or unfinished, naming its key.
+
+    A value is accepted when it is a directory holding a model (config.json) or tokenizer, or when it has the
+    shape of a hub id (``owner/name``, where ``owner`` is not a local directory); anything else, e.g.
+    ``runs/tiny/sft`` before SFT has run or a bare ``name`` that is not on disk, is a :class:`ConfigError`,
+    as is a model directory whose config needs its own Python code while ``model.trust_remote_code`` is false.
+    """
+    markers = {"model": ("config.json",), "tokenizer": ("tokenizer.json", "tokenizer_config.json"), "gguf": ()}
+    model = getattr(cfg, "model", None)
+    for key, value, kind in model_sources(cfg):
+        path = os.path.expanduser(value)
+        if os.path.isdir(path):
+            need = markers[kind]
+            if need and not any(os.path.isfile(os.path.join(path, m)) for m in need):
+                raise ConfigError(
+                    f"{key}: {value} is a directory without {' or '.join(need)}, so it holds no {kind}; "
+                    "if an earlier stage writes it, that stage has not finished",
+                    key=key,
+                )
+            trusted = key.startswith("model.") and isinstance(model, ModelConfig) and model.trust_remote_code
+            if kind == "model" and not trusted:
+                _check_no_remote_code(key, value, os.path.join(path, "config.json"))
+        elif os.path.exists(path):
+            raise ConfigError(f"{key}: {value} is a file; expected a {kind} directory or a hub id", key=key)
+        elif not _HUB_ID.fullmatch(value) or ".." in value:
+            raise ConfigError(f"{key}: {value}: no such directory (and not a hub id of the form owner/name)", key=key)
+        elif "/" not in value:
+            raise ConfigError(f"{key}: {value}: no such directory (a hub id has the form owner/name, "
+                              "e.g. HuggingFaceTB/SmolLM2-135M)", key=key)
+        elif os.path.isdir(value.split("/", 1)[0]):
+            raise ConfigError(f"{key}: {value}: no such directory (read as a local path: "
+                              f"{value.split('/', 1)[0]}/ exists here)", key=key)
+
+
+def _check_no_remote_code(key: str, value: str, config_json: str) -> None:
+    """A model directory whose config.json names a model type transformers does not have (only its own code in
+    ``auto_map`` builds it) cannot load without trust_remote_code: say so before anything loads."""
+    import json
+
+    try:
+        with open(config_json, encoding="utf-8") as f:
+            conf = json.load(f)
+    except (OSError, ValueError):
+        return  # unreadable configs are reported by the loader
+    if not isinstance(conf, dict) or not conf.get("auto_map"):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = conf.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        return
+    fix = ("set model.trust_remote_code=true if you trust that code" if key.startswith("model.")
+           else "only model.name_or_path can run a model's own code (with model.trust_remote_code=true)")
+    raise ConfigError(f"{key}: {value} needs its own Python code (model type {model_type!r} is not in "
+                      f"transformers; its config.json auto_map names {next(iter(conf['auto_map'].values()))}) and "
+                      f"model.trust_remote_code is false: {fix}", key=key)

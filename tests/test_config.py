@@ -12,6 +12,7 @@ from rlhf.config import (
     STAGES,
     ConfigError,
     DeepSpeedConfig,
+    PipelineConfig,
     PretrainStageConfig,
     SFTStageConfig,
     describe,
@@ -70,6 +71,64 @@ def test_impossible_combination_names_key(tmp_path):
         load_config(SFTStageConfig, path)
     assert "'deepspeed.offload_param'" in str(e.value) and "zero_stage 3" in str(e.value)
     assert f"{path}:5" in str(e.value)
+
+
+def test_errors_carry_their_key(tmp_path):
+    """ConfigError.key is the dotted key as data, set where the error is raised (None when no key is at fault)."""
+
+    def key_of(text: str, overrides=()) -> str | None:
+        with pytest.raises(ConfigError) as e:
+            load_config(SFTStageConfig, write(tmp_path, text), overrides)
+        return e.value.key
+
+    named = "model:\n  name_or_path: x\n"
+    assert key_of(named + "train:\n  learing_rate: 0.1\n") == "train.learing_rate"  # unknown
+    assert key_of(named + "train:\n  epochs: three\n") == "train.epochs"  # wrong type
+    assert key_of(named + "deepspeed:\n  zero_stage: 2\n  offload_param: true\n") == "deepspeed.offload_param"
+    assert key_of(named, ["deepspeed.micro_batch_size=0"]) == "deepspeed.micro_batch_size"  # require_positive
+    assert key_of("run:\n  seed: 1\n") == "model"  # a check about the section as a whole
+    assert key_of(named + "train:\n  epochs: 1\n  epochs: 2\n") == "train.epochs"  # duplicate
+    assert key_of(named + " train: [\n") is None  # invalid YAML
+    with pytest.raises(ConfigError) as e:
+        load_config(PipelineConfig, write(tmp_path, "stages:\n  - {name: a-b, config: x.yaml}\n"))
+    assert e.value.key == "stages[0].name"
+
+
+def test_negative_head_init_std_names_head_init_std():
+    """reward.center_rewards_coefficient and reward.head_init_std used to share one check and one message, so a
+    negative head_init_std blamed center_rewards_coefficient (and pointed at its line)."""
+    from rlhf.config import RMStageConfig
+
+    with pytest.raises(ConfigError, match=r"command-line override 'reward.head_init_std': key 'reward.head_init_std': "
+                                          r"must be >= 0$") as e:
+        load_config(RMStageConfig, None, ["model.name_or_path=x", "reward.head_init_std=-0.1"])
+    assert e.value.key == "reward.head_init_std"
+    with pytest.raises(ConfigError, match=r"key 'reward.center_rewards_coefficient': must be >= 0$"):
+        load_config(RMStageConfig, None, ["model.name_or_path=x", "reward.center_rewards_coefficient=-1"])
+
+
+def test_every_field_error_names_a_field_of_its_section():
+    """A check()'s FieldError is turned into the key section.field unchecked, so its field must exist."""
+    import ast
+    import dataclasses
+    import inspect
+    import textwrap
+
+    import rlhf.config as C
+
+    classes = [c for c in vars(C).values() if dataclasses.is_dataclass(c)]
+    seen = 0
+    for cls in classes:
+        if "check" not in vars(cls):
+            continue
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(cls.check)))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("FieldError", "require_positive"):
+                names = node.args[:1] if node.func.id == "FieldError" else node.args[1:]
+                for arg in names:
+                    assert isinstance(arg, ast.Constant) and arg.value in fields, (cls.__name__, ast.unparse(arg))
+                    seen += 1
+    assert seen > 40
 
 
 def test_model_needs_exactly_one_source(tmp_path):
@@ -141,11 +200,11 @@ def test_every_shipped_yaml_loads_and_validates(path):
         first = f.readline()
     assert first.startswith("#"), f"{path} must open with a comment saying what it is for"
     if os.sep + "deepspeed" + os.sep in path:
-        from rlhf.config import _build, _Source  # overlays hold one section
+        from rlhf.config import load_section  # overlays hold one section
 
         with open(path) as f:
             data = yaml.safe_load(f)
-        _build(DeepSpeedConfig, data["deepspeed"], "deepspeed.", _Source(path, {}, set()))
+        load_section(DeepSpeedConfig, data["deepspeed"], "deepspeed", path)
         return
     if os.sep + "accelerate" + os.sep in path:  # accelerate launch files (launch/accelerate.sh), not rlhf configs
         with open(path) as f:
@@ -182,7 +241,8 @@ def test_missing_or_unfinished_model_paths_fail_before_loading_naming_the_key(tm
     """`rlhf <stage>` checks every model path it will load: a typo or an unfinished stage names its key, and
     nothing is written to the output directory."""
     from rlhf.cli import main as cli_main
-    from rlhf.config import EvalStageConfig, PPOStageConfig, check_model_sources
+    from rlhf.config import EvalStageConfig, PPOStageConfig
+    from rlhf.preflight import check_model_sources
 
     sft = os.path.join(ROOT, "configs/tiny/sft.yaml")
     out = tmp_path / "out"

@@ -16,9 +16,8 @@ def run_stage(command: str, cfg: Any, **options: Any) -> dict:
 
     A start that fails before writing anything leaves the output directory as it was (no empty skeleton).
     """
-    from rlhf.config import check_model_sources
     from rlhf.failures import remove_if_untouched
-    from rlhf.preflight import check_inputs
+    from rlhf.preflight import check_inputs, check_model_sources
 
     check_model_sources(cfg)
     check_inputs(cfg)
