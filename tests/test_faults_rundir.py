@@ -83,9 +83,11 @@ def read_summary(out) -> dict:
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, micro_base) -> str:
-    """An uninterrupted SFT run of SFT_RUN: what every interrupted or resumed run must end as."""
+    """An uninterrupted SFT run of SFT_RUN: what every interrupted or resumed run must end as; beside it, ``midway``:
+    a copy of its checkpoint-2 under another name."""
     out = str(tmp_path_factory.mktemp("straight") / "sft")
     sft.run(sft_cfg(out, micro_base, *SFT_RUN))
+    shutil.copytree(os.path.join(out, "checkpoints", "checkpoint-2"), os.path.join(os.path.dirname(out), "midway"))
     return out
 
 
@@ -366,6 +368,7 @@ def test_pipeline_refuses_a_finished_stage_whose_settings_changed(tmp_path, monk
     from rlhf.outputs import save_config, write_json
 
     def stand_in(cfg):  # writes what a stage writes at its start and end
+        os.makedirs(cfg.run.output_dir, exist_ok=True)
         save_config(cfg.run.output_dir, cfg)
         write_json(os.path.join(cfg.run.output_dir, "summary.json"), {"stage": "sft"})
 
@@ -405,8 +408,7 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_bad_earlier_line_is_named(tmp
 
 
 def test_run_resume_takes_a_checkpoint_directory_of_any_name(tmp_path, straight, micro_base):
-    saved = tmp_path / "midway"  # checkpoint-2 of the straight run, renamed
-    shutil.copytree(os.path.join(straight, "checkpoints", "checkpoint-2"), saved)
+    saved = os.path.join(os.path.dirname(straight), "midway")  # checkpoint-2 of the straight run, renamed
     out = str(tmp_path / "continued")
     s = sft.run(sft_cfg(out, micro_base, *SFT_RUN, f"run.resume={saved}"))
     assert s["steps"] == 4 and without_wall_time(s) == without_wall_time(read_summary(straight))
