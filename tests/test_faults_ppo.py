@@ -235,21 +235,10 @@ def test_resumed_run_folds_once_and_the_saved_critic_keeps_its_values(tmp_path, 
     from .test_stages_pretrain_sft import assert_same_weights
 
     args = ("ppo.iterations=2", "run.save_steps=1", "reward.function=", f"reward.model={micro_rm}", "critic.model=")
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    ppo.run(length_rule_cfg(straight, micro_sft, micro_rm, *args))
-    real_save = E.save_checkpoint
+    from .resume import resume_matches_straight
 
-    def save_then_crash(root, step, *a, **k):
-        path = real_save(root, step, *a, **k)
-        if step == 1:
-            raise KeyboardInterrupt("simulated Ctrl-C after iteration 1")
-        return path
-
-    monkeypatch.setattr(E, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        ppo.run(length_rule_cfg(resumed, micro_sft, micro_rm, *args))
-    monkeypatch.setattr(E, "save_checkpoint", real_save)
-    ppo.run(length_rule_cfg(resumed, micro_sft, micro_rm, *args))
+    straight, resumed, _ = resume_matches_straight(
+        ppo.run, lambda out: length_rule_cfg(out, micro_sft, micro_rm, *args), tmp_path, monkeypatch, 1)
     metrics = [[json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))] for d in (straight, resumed)]
     assert [r["value_loss"] for r in metrics[0]] == pytest.approx([r["value_loss"] for r in metrics[1]], rel=1e-6)
     assert_same_weights(os.path.join(straight, "critic"), os.path.join(resumed, "critic"))

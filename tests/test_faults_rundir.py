@@ -16,7 +16,6 @@ import time
 import pytest
 import torch
 
-import rlhf.engine as E
 import rlhf.engine.hf as H
 from rlhf.cli import main as cli_main
 from rlhf.config import (
@@ -34,6 +33,7 @@ from rlhf.stages import eval as ev
 
 from .conftest import ROOT
 from .distributed.runner import LAUNCH_ENV
+from .resume import interrupt
 from .test_stages_pretrain_sft import assert_same_weights
 
 # 4 steps, checkpoints at 2 and 4, loss logged at steps 1 and 3: the checkpoint at 2 falls between two logs
@@ -162,17 +162,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_summary_and_weights(tmp
                                                                             monkeypatch):
     """train_loss is the mean over the whole run, not over the steps after the resume."""
     out = str(tmp_path / "sft")
-    real_on_save = H.CheckpointMarker.on_save
-
-    def mark_then_crash(self, args, state, control, **kw):
-        real_on_save(self, args, state, control, **kw)
-        if state.global_step == 2:
-            raise KeyboardInterrupt("Ctrl-C after checkpoint-2")
-
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", mark_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        sft.run(sft_cfg(out, micro_base, *SFT_RUN))
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", real_on_save)
+    interrupt(sft.run, sft_cfg(out, micro_base, *SFT_RUN), monkeypatch, 2)
     # an interrupted run with other settings is refused too; with its own it resumes
     refused(lambda: sft.run(sft_cfg(out, micro_base, *SFT_RUN, "train.warmup_steps=3")), "train.warmup_steps",
             "interrupted")
@@ -260,16 +250,7 @@ def test_rm_resume_ends_with_the_uninterrupted_summary_despite_a_torn_metrics_li
     straight_rm = str(tmp_path / "straight")
     rm.run(cfg(straight_rm))
     out = str(tmp_path / "resumed")
-    real_on_save = H.CheckpointMarker.on_save
-
-    def mark_then_crash(self, args, state, control, **kw):
-        real_on_save(self, args, state, control, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", mark_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        rm.run(cfg(out))
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", real_on_save)
+    interrupt(rm.run, cfg(out), monkeypatch, 2)
     with open(os.path.join(out, "metrics.jsonl"), "a") as f:
         f.write('{"step": 3, "loss": 0.6')  # a write cut short by the crash
     capsys.readouterr()
@@ -292,16 +273,7 @@ def test_ppo_resume_keeps_the_start_of_run_figures_of_the_summary(tmp_path, micr
     ppo.run(cfg(straight_ppo))
     assert "ptx_heldout_loss_start" in read_summary(straight_ppo)
     out = str(tmp_path / "resumed")
-    real_save = E.save_checkpoint
-
-    def save_then_crash(root, step, *a, **k):
-        real_save(root, step, *a, **k)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(E, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        ppo.run(cfg(out))
-    monkeypatch.setattr(E, "save_checkpoint", real_save)
+    interrupt(ppo.run, cfg(out), monkeypatch, 1)
     ppo.run(cfg(out))
     assert without_wall_time(read_summary(out)) == without_wall_time(read_summary(straight_ppo))
 

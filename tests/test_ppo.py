@@ -98,29 +98,21 @@ def test_trained_reward_model_score_rises_on_heldout_prompts(tmp_path, micro_sft
 def test_ppo_resume_matches_uninterrupted_run(tmp_path, micro_sft, micro_rm, monkeypatch):
     args = ("ppo.iterations=4", "run.save_steps=2", "ppo.ptx_coef=0.5", "ppo.ema_decay=0.9", "ppo.adaptive_kl=true",
             "ppo.kl_target=1.0")
-    straight = str(tmp_path / "straight")
-    ppo.run(ppo_cfg(straight, micro_sft, micro_rm, *args))
-    resumed = str(tmp_path / "resumed")
-    real_save = E.save_checkpoint
+    from .resume import resume_matches_straight
 
-    def save_then_crash(root, step, *a, **k):
-        path = real_save(root, step, *a, **k)
-        if step == 2:
-            raise KeyboardInterrupt("simulated Ctrl-C after iteration 2")
-        return path
-
-    monkeypatch.setattr(E, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        ppo.run(ppo_cfg(resumed, micro_sft, micro_rm, *args))
-    monkeypatch.setattr(E, "save_checkpoint", real_save)
     reports = []
-    previous = E.set_progress_hook(lambda done, total, unit: reports.append((done, total, unit)))
-    try:
-        ppo.run(ppo_cfg(resumed, micro_sft, micro_rm, *args))
-    finally:
-        E.set_progress_hook(previous)
+
+    def run(cfg):  # records the progress reports of each run; the resumed one's are checked
+        reports.clear()
+        previous = E.set_progress_hook(lambda done, total, unit: reports.append((done, total, unit)))
+        try:
+            return ppo.run(cfg)
+        finally:
+            E.set_progress_hook(previous)
+
+    straight, resumed, _ = resume_matches_straight(run, lambda out: ppo_cfg(out, micro_sft, micro_rm, *args), tmp_path,
+                                                   monkeypatch, 2)
     assert reports == [(3, 4, "iteration"), (4, 4, "iteration")]  # the resumed run reports from where it resumed
-    assert_same_weights(straight, resumed)
     assert_same_weights(os.path.join(straight, "critic"), os.path.join(resumed, "critic"))
     assert_same_weights(os.path.join(straight, "ema"), os.path.join(resumed, "ema"))
     a, b = metrics(straight), metrics(resumed)

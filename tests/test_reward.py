@@ -12,7 +12,6 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import rlhf.engine.hf as H
 from rlhf.algos.losses import pairwise_loss
 from rlhf.config import RMStageConfig, load_config
 from rlhf.data.check import check_file
@@ -23,7 +22,6 @@ from rlhf.models.reward import Normalization, RewardScorer
 from rlhf.stages import rm
 
 from .conftest import ROOT, TOKENIZER
-from .test_stages_pretrain_sft import assert_same_weights
 
 CATS = os.path.join(ROOT, "data/palms/categories.yaml")
 
@@ -207,23 +205,10 @@ def test_normalised_scores_of_reference_chosen_have_mean0_std1(micro_rm):
 
 
 def test_rm_resume_matches_uninterrupted_run(tmp_path, micro_sft, monkeypatch):
+    from .resume import resume_matches_straight
+
     args = ("train.max_steps=6", "run.save_steps=3", "data.test_file=")
-    straight = str(tmp_path / "straight")
-    rm.run(rm_cfg(straight, micro_sft, *args))
-    resumed = str(tmp_path / "resumed")
-    real_on_save = H.CheckpointMarker.on_save
-
-    def mark_then_crash(self, a, state, control, **kw):
-        real_on_save(self, a, state, control, **kw)
-        if state.global_step == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", mark_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        rm.run(rm_cfg(resumed, micro_sft, *args))
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", real_on_save)
-    rm.run(rm_cfg(resumed, micro_sft, *args))
-    assert_same_weights(straight, resumed)
+    resume_matches_straight(rm.run, lambda out: rm_cfg(out, micro_sft, *args), tmp_path, monkeypatch, 3)
 
 
 def test_max_train_pairs_trains_on_the_first_pairs_only(tmp_path, micro_sft):

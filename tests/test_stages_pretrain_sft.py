@@ -11,8 +11,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import rlhf.engine as E
-import rlhf.engine.hf as H
 from rlhf.config import PretrainStageConfig, SFTStageConfig, load_config
 from rlhf.data.sft import SFTCollator
 from rlhf.eval.perplexity import completion_loss
@@ -55,27 +53,15 @@ def test_pretrain_learns_and_saves_a_plain_model(micro_base):
 
 
 def test_pretrain_resume_matches_uninterrupted_run(tmp_path, micro_model_config, monkeypatch):
-    straight = str(tmp_path / "straight")
-    pretrain.run(pretrain_cfg(straight, micro_model_config, "train.max_steps=6", "run.save_steps=3"))
+    from .resume import resume_matches_straight
 
-    resumed = str(tmp_path / "resumed")
-    real_save = E.save_checkpoint
+    def before_resume(resumed):
+        assert not os.path.exists(os.path.join(resumed, "summary.json"))
+        os.makedirs(os.path.join(resumed, "checkpoints", "step-5"))  # a half-written checkpoint (no state.json)
 
-    def save_then_crash(root, step, *a, **k):
-        path = real_save(root, step, *a, **k)
-        if step == 3:
-            raise KeyboardInterrupt("simulated Ctrl-C after the step-3 checkpoint")
-        return path
-
-    monkeypatch.setattr(E, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain.run(pretrain_cfg(resumed, micro_model_config, "train.max_steps=6", "run.save_steps=3"))
-    monkeypatch.setattr(E, "save_checkpoint", real_save)
-    assert not os.path.exists(os.path.join(resumed, "summary.json"))
-    # a half-written checkpoint (no state.json) must be ignored
-    os.makedirs(os.path.join(resumed, "checkpoints", "step-5"))
-    pretrain.run(pretrain_cfg(resumed, micro_model_config, "train.max_steps=6", "run.save_steps=3"))
-    assert_same_weights(straight, resumed)
+    _, resumed, _ = resume_matches_straight(
+        pretrain.run, lambda out: pretrain_cfg(out, micro_model_config, "train.max_steps=6", "run.save_steps=3"),
+        tmp_path, monkeypatch, 3, before_resume)
     steps = [json.loads(x)["step"] for x in open(os.path.join(resumed, "metrics.jsonl"))]
     assert steps == sorted(set(steps)), "metrics.jsonl repeats steps after resume"
 
@@ -128,26 +114,12 @@ def test_sft_output_loads_with_plain_transformers_and_generates(sft_out):
 
 
 def test_sft_resume_matches_uninterrupted_run(tmp_path, micro_base, monkeypatch):
+    from .resume import resume_matches_straight
+
     args = ("train.max_steps=6", "run.save_steps=3", "train.learning_rate=1e-3")
-    straight = str(tmp_path / "straight")
-    sft.run(sft_cfg(straight, micro_base, *args))
-
-    resumed = str(tmp_path / "resumed")
-    real_on_save = H.CheckpointMarker.on_save
-
-    def mark_then_crash(self, args_, state, control, **kw):
-        real_on_save(self, args_, state, control, **kw)
-        if state.global_step == 3:
-            raise KeyboardInterrupt("simulated Ctrl-C after checkpoint-3")
-
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", mark_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        sft.run(sft_cfg(resumed, micro_base, *args))
-    monkeypatch.setattr(H.CheckpointMarker, "on_save", real_on_save)
     # a checkpoint HF began but never finished has no COMPLETE marker and must be ignored
-    os.makedirs(os.path.join(resumed, "checkpoints", "checkpoint-5"))
-    sft.run(sft_cfg(resumed, micro_base, *args))
-    assert_same_weights(straight, resumed)
+    resume_matches_straight(sft.run, lambda out: sft_cfg(out, micro_base, *args), tmp_path, monkeypatch, 3,
+                            lambda resumed: os.makedirs(os.path.join(resumed, "checkpoints", "checkpoint-5")))
 
 
 def test_sft_with_lora_saves_adapter_and_merged_model(tmp_path, micro_base):
