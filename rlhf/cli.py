@@ -120,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     bz.add_argument("--stages", default="0,2,3", help="ZeRO stages to measure memory for; 3 adds the per-layer job")
     bz.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
 
+    be = bench.add_parser("estimators", help="PPO with each advantage estimator (gae, rloo, grpo) at the same "
+                                             "rollout: seconds per iteration and peak memory side by side")
+    be.add_argument("config", help="PPO config YAML")
+    be.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    be.add_argument("--iterations", type=int, default=3, help="PPO iterations per job (the first is left out of means)")
+    be.add_argument("--estimators", default="gae,rloo,grpo", help="comma-separated; ratios are against the first")
+    be.add_argument("--samples-per-prompt", type=int, default=4, help="responses per prompt, for every estimator")
+    be.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
+
     lb = sub.add_parser("label", help="label pairs of responses with a judge into preference data (AI feedback)")
     lb.add_argument("input", help="JSONL of {prompt, response_a, response_b} rows, or an rlhf eval samples.jsonl")
     lb.add_argument("--judge", required=True, choices=["rubric", "reward_model", "llm"])

@@ -106,7 +106,7 @@ def model_sources(cfg: Any) -> list[tuple[str, str, str]]:
             out.append(("model.tokenizer", model.tokenizer, "tokenizer"))
     if isinstance(cfg, PPOStageConfig):
         out += [(f"{sec}.model", getattr(cfg, sec).model, "model") for sec in ("reward", "critic")
-                if getattr(cfg, sec).model]
+                if getattr(cfg, sec).model and (sec == "reward" or cfg.ppo.advantage_estimator == "gae")]
     judges: list[str] = []
     if isinstance(cfg, EvalStageConfig):
         out += [(f"models.{name}", path, "model") for name, path in cfg.models.items()]

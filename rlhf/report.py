@@ -145,6 +145,8 @@ def _what_and_result(command: str, cfg: dict, summary: dict, out_dir: str) -> tu
         what = (f"{summary['iterations']} iterations of {d.get('rollout_batch')} episodes, up to "
                 f"{cfg.get('generation', {}).get('max_new_tokens')} new tokens, {ppo.get('ppo_epochs')} PPO epoch(s), "
                 f"beta {summary['kl_coef']}, ptx_coef {summary['ptx_coef']}")
+        if ppo.get("advantage_estimator", "gae") != "gae":
+            what += f", {ppo['advantage_estimator']} over {ppo.get('samples_per_prompt')} samples per prompt (no critic)"
         parts = []
         if "heldout_reward_final" in summary and "heldout_reward_start" in summary:
             parts.append(f"held-out reward {summary['heldout_reward_start']:+.2f} -> {summary['heldout_reward_final']:+.2f}")

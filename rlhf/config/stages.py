@@ -213,11 +213,18 @@ class PPOConfig:
     iterations: int = 100
     """rollout-and-train iterations"""
     rollout_batch_size: int = 64
-    """prompts sampled per iteration, over all processes"""
+    """episodes (sampled responses) per iteration, over all processes: rollout_batch_size / samples_per_prompt
+    prompts, each answered samples_per_prompt times"""
     mini_batch_size: int = 16
     """episodes per optimizer step, over all processes"""
     ppo_epochs: int = 1
     """passes over each rollout (InstructGPT: 1; N+: 4)"""
+    advantage_estimator: Literal["gae", "rloo", "grpo"] = "gae"
+    """gae: PPO with a learned critic (InstructGPT); rloo: each response's KL-penalised reward minus the mean of the
+    other responses to its prompt (Ahmadian et al. 2024); grpo: the score normalised within its prompt's group, the
+    k3 KL to the reference in the loss with weight kl_coef (Shao et al. 2024). rloo and grpo build no critic"""
+    samples_per_prompt: int = 1
+    """k: responses sampled per prompt in a rollout, the group of rloo and grpo (which need k >= 2)"""
     kl_coef: float = 0.05
     """beta: weight of the per-token KL penalty to the reference model (N+: 0.05; InstructGPT: 0.02)"""
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
@@ -273,6 +280,14 @@ class PPOConfig:
     def check(self) -> None:
         require_positive(self, "iterations", "rollout_batch_size", "mini_batch_size", "ppo_epochs", "ptx_batch_size",
                          "clip_range", "max_nonfinite", "sample_every", "kl_target", "kl_horizon")
+        require_positive(self, "samples_per_prompt")
+        if self.advantage_estimator != "gae" and self.samples_per_prompt < 2:
+            raise FieldError("samples_per_prompt", f"{self.samples_per_prompt}: advantage_estimator "
+                             f"{self.advantage_estimator} compares the responses to one prompt with each other and "
+                             "needs at least 2 per prompt (e.g. ppo.samples_per_prompt=4)")
+        if self.rollout_batch_size % self.samples_per_prompt:
+            raise FieldError("samples_per_prompt", f"{self.samples_per_prompt} must divide rollout_batch_size "
+                             f"({self.rollout_batch_size}): a rollout holds whole groups")
         if self.kl_coef < 0 or self.ptx_coef < 0 or self.vf_coef < 0:
             raise FieldError("kl_coef", "kl_coef, ptx_coef and vf_coef must be >= 0")
         if self.ptx_linearity_coef < 0:

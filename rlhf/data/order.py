@@ -20,6 +20,12 @@ def iteration_indices(it: int, n: int, batch: int, seed: int) -> list[int]:
     return out
 
 
+def grouped(prompts: list[int], k: int) -> list[int]:
+    """Episode list of a rollout that answers each prompt k times: every prompt index repeated k times in a row,
+    so the responses to one prompt are consecutive episodes (a group of ``ppo.samples_per_prompt``)."""
+    return [i for i in prompts for _ in range(k)]
+
+
 def minibatch_indices(seed: int, it: int, epoch: int, rollout: int, mini: int, world: int, rank: int) -> list[list[int]]:
     """This rank's episodes (indices into the gathered rollout) for each minibatch of one PPO epoch.
 

@@ -5,7 +5,8 @@
 Four models (:func:`load_models`): actor (from SFT, trainable), critic (value head initialised from the reward
 model, its normalisation folded in; trainable, its own optimizer and learning rate), reference (frozen SFT; with
 LoRA, the actor with adapters disabled) and the reward model (frozen; scores normalised with the gain/bias saved by
-``rlhf rm``).
+``rlhf rm``). With a critic-free ``ppo.advantage_estimator`` (rloo, grpo: rlhf.algos.critic_free) there is no
+critic: each prompt is answered ``ppo.samples_per_prompt`` times and the group is the baseline.
 
 One iteration of :func:`run` is :func:`collect_rollout` (generate, score, log-probs and values, rewards and
 advantages over the whole rollout), :func:`ppo_update` (``ppo_epochs`` passes over minibatches), then
@@ -27,13 +28,14 @@ from tqdm.auto import tqdm
 
 from rlhf import engine as E
 from rlhf.algos.advantages import gae, kl_per_token, masked_mean, per_token_rewards, whiten
+from rlhf.algos.critic_free import grpo_advantages, grpo_loss, rloo_advantages
 from rlhf.algos.kl_control import AdaptiveKLController, FixedKLController
 from rlhf.algos.linearity import cosine_regularizer
 from rlhf.algos.losses import policy_loss, ptx_loss, value_loss
 from rlhf.algos.scores import missing_eos_gain, shape_scores
 from rlhf.config import PPOStageConfig
 from rlhf.data.formats import load_categories
-from rlhf.data.order import PtxSampler, iteration_indices, minibatch_indices
+from rlhf.data.order import PtxSampler, grouped, iteration_indices, minibatch_indices
 from rlhf.data.sft import load_prompts
 from rlhf.data.text import tokenize_blocks
 from rlhf.errors import TrainingError
@@ -107,6 +109,7 @@ class Sizes:
     minis_per_epoch: int
     steps_per_iter: int
     total_steps: int
+    samples: int = 1  # ppo.samples_per_prompt: consecutive episodes answer one prompt
 
     @property
     def local_rollout(self) -> int:
@@ -116,6 +119,11 @@ class Sizes:
     def local_mini(self) -> int:
         return self.mini // self.world
 
+    @property
+    def prompts(self) -> int:
+        """Prompts per iteration, all ranks: each answered ``samples`` times."""
+        return self.rollout // self.samples
+
 
 def batch_sizes(cfg: PPOStageConfig, world: int) -> Sizes:
     p = cfg.ppo
@@ -124,7 +132,12 @@ def batch_sizes(cfg: PPOStageConfig, world: int) -> Sizes:
     plan = E.resolve_batch(cfg.deepspeed, global_batch=p.mini_batch_size)
     minis = p.rollout_batch_size // p.mini_batch_size
     steps = p.ppo_epochs * minis
-    return Sizes(plan, world, minis * plan.global_batch, plan.global_batch, minis, steps, p.iterations * steps)
+    sizes = Sizes(plan, world, minis * plan.global_batch, plan.global_batch, minis, steps, p.iterations * steps,
+                  p.samples_per_prompt)
+    if sizes.local_rollout % sizes.samples:
+        raise ValueError(f"ppo.samples_per_prompt: {sizes.samples} responses per prompt do not divide the "
+                         f"{sizes.local_rollout} episodes of each of {world} processes (a prompt's group stays on one)")
+    return sizes
 
 
 @dataclasses.dataclass
@@ -151,15 +164,21 @@ def load_data(cfg: PPOStageConfig, tok, sizes: Sizes) -> PromptData:
 
 @dataclasses.dataclass
 class Models:
-    """The four PPO models as engines, and the reward's source (a reward model or a function)."""
+    """The four PPO models as engines (no critic with a critic-free estimator), and the reward's source (a reward
+    model or a function)."""
 
     actor: Any
-    critic: Any
+    critic: Any | None  # None with ppo.advantage_estimator rloo or grpo
     reference: Any | None  # None with LoRA: the actor with its adapters disabled
     reward_model: Any | None
     norm: Normalization
     reward_fn: Callable | None
     value_offset: float  # the reward normalisation folded into the critic (saved with it)
+
+    @property
+    def engines(self) -> dict:
+        """The trainable engines, as checkpoints hold them."""
+        return {"actor": self.actor, **({"critic": self.critic} if self.critic is not None else {})}
 
     def reference_logits(self, rollout: Rollout) -> torch.Tensor:
         if self.reference is not None:
@@ -185,7 +204,8 @@ def _beside(cfg: PPOStageConfig, path: str):
 
 def load_models(cfg: PPOStageConfig, tok, sizes: Sizes, device) -> Models:
     """Actor, reference, reward model or function, and critic (detail 12: initialised from the reward model, or from
-    ``critic.model``), wrapped as engines: actor and critic trainable with their own optimizers."""
+    ``critic.model``; none with a critic-free estimator), wrapped as engines: actor and critic trainable with their
+    own optimizers."""
     actor = load_causal_lm(cfg.model, tok)
     reference = None
     if cfg.lora.enabled:
@@ -198,17 +218,20 @@ def load_models(cfg: PPOStageConfig, tok, sizes: Sizes, device) -> Models:
         norm = Normalization.load(cfg.reward.model)
     else:
         reward_fn = load_reward_function(cfg.reward.function)
-    critic_path = cfg.critic.model or cfg.reward.model
-    if not critic_path:
-        raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
-    critic, value_offset = load_critic(_beside(cfg, critic_path), tok, cfg.run.seed)  # on the normalised scale
-
     plan = sizes.plan
     actor_e = E.wrap_trainable(actor, E.deepspeed_config(cfg.deepspeed, plan, cfg.train, actor), cfg.train,
                                sizes.total_steps, plan)
-    critic_train = dataclasses.replace(cfg.train, learning_rate=cfg.critic.learning_rate)
-    critic_e = E.wrap_trainable(critic, E.deepspeed_config(cfg.deepspeed, plan, critic_train, critic), critic_train,
-                                sizes.total_steps, plan)
+    critic_e, value_offset = None, 0.0
+    if cfg.ppo.advantage_estimator == "gae":
+        critic_path = cfg.critic.model or cfg.reward.model
+        if not critic_path:
+            raise ValueError("critic.model: required when the reward is a function (the critic needs a value head)")
+        critic, value_offset = load_critic(_beside(cfg, critic_path), tok, cfg.run.seed)  # on the normalised scale
+        critic_train = dataclasses.replace(cfg.train, learning_rate=cfg.critic.learning_rate)
+        critic_e = E.wrap_trainable(critic, E.deepspeed_config(cfg.deepspeed, plan, critic_train, critic),
+                                    critic_train, sizes.total_steps, plan)
+    elif cfg.critic.model:
+        E.warn0(f"critic.model is not used: ppo.advantage_estimator {cfg.ppo.advantage_estimator} has no critic")
     ref_e = E.wrap_frozen(reference, cfg.deepspeed, plan, device) if reference is not None else None
     rm_e = E.wrap_frozen(reward_model, cfg.deepspeed, plan, device) if reward_model is not None else None
     return Models(actor_e, critic_e, ref_e, rm_e, norm, reward_fn, value_offset)
@@ -220,11 +243,13 @@ def describe(cfg: PPOStageConfig, sizes: Sizes, data: PromptData, models: Models
     total, trainable = count_params(models.actor)
     lr_scale = sizes.plan.lr_scale
     ptx_desc = f"ptx_coef {p.ptx_coef}" + (f" (cosine regulariser {p.ptx_linearity_coef})" if p.ptx_linearity_coef else "")
+    critic = (f"critic learning rate {cfg.critic.learning_rate * lr_scale:.3g}" if models.critic is not None else
+              f"{p.advantage_estimator}, no critic")
+    group = f" ({sizes.prompts} prompts x {sizes.samples})" if sizes.samples > 1 else ""
     E.print0(
-        f"[ppo] {len(data.ids)} prompts; {p.iterations} iterations x {sizes.rollout} episodes, "
+        f"[ppo] {len(data.ids)} prompts; {p.iterations} iterations x {sizes.rollout} episodes{group}, "
         f"{p.ppo_epochs} epoch(s) of minibatches of {sizes.mini}; "
-        f"{E.describe_engine(cfg.deepspeed, sizes.plan, cfg.train)}; "
-        f"critic learning rate {cfg.critic.learning_rate * lr_scale:.3g}; "
+        f"{E.describe_engine(cfg.deepspeed, sizes.plan, cfg.train)}; {critic}; "
         f"{ptx_desc}, beta {p.kl_coef}{' (adaptive)' if p.adaptive_kl else ''}; "
         f"reward: {cfg.reward.model or cfg.reward.function}"
     )
@@ -234,7 +259,8 @@ def describe(cfg: PPOStageConfig, sizes: Sizes, data: PromptData, models: Models
         "optimizer_steps_per_iteration": sizes.steps_per_iter, "total_optimizer_steps": sizes.total_steps,
         "train_prompts": len(data.ids), "actor_parameters": total, "actor_trainable_parameters": trainable,
         "actor_learning_rate": cfg.train.learning_rate * lr_scale,
-        "critic_learning_rate": cfg.critic.learning_rate * lr_scale, "episodes": p.iterations * sizes.rollout,
+        "critic_learning_rate": cfg.critic.learning_rate * lr_scale if models.critic is not None else 0.0,
+        "episodes": p.iterations * sizes.rollout, "prompts_per_iteration": sizes.prompts,
     }
 
 
@@ -256,14 +282,15 @@ class Experience:
     scores: torch.Tensor  # (B,) after clipping and the missing-EOS treatment: what PPO optimises
     old_logp: torch.Tensor  # actor log-probs at generation time
     ref_logp: torch.Tensor
-    old_values: torch.Tensor
+    old_values: torch.Tensor  # zeros without a critic
     kl: torch.Tensor  # per-token KL to the reference (ppo.kl_estimator)
-    non_score: torch.Tensor  # -beta * KL_t
-    advantages: torch.Tensor  # whitened over the whole rollout
-    returns: torch.Tensor
+    non_score: torch.Tensor  # -beta * KL_t (grpo: the KL is in the loss instead, not in the reward)
+    advantages: torch.Tensor  # gae: whitened over the whole rollout; rloo, grpo: the episode's advantage per token
+    returns: torch.Tensor  # the critic's targets (gae only)
     entropy: torch.Tensor  # scalar, mean over response tokens
     t_gen: float
     t_fwd: float
+    seq_advantages: torch.Tensor | None = None  # (B,) rloo, grpo: one advantage per episode
 
     @property
     def finite(self) -> bool:
@@ -322,7 +349,7 @@ def collect_rollout(cfg: PPOStageConfig, models: Models, tok, ids: list[list[int
     the rollout (token ids, masks, scores, log-probs, values: small next to the models), so advantages are whitened
     over all of it and global minibatch k is the same set of episodes whatever the world size. Per-token rewards
     r_t = -beta * KL_t plus the score on the last token (detail 5), optional reward whitening, GAE and whitened
-    advantages (details 6, 7).
+    advantages (details 6, 7); or a critic-free estimator's advantages (:func:`critic_free_advantages`).
     """
     p, temp = cfg.ppo, cfg.generation.temperature
     t0 = time.time()
@@ -338,7 +365,7 @@ def collect_rollout(cfg: PPOStageConfig, models: Models, tok, ids: list[list[int
         ent_tok = entropy_from_logits(logits, temp) * mask
         del logits
         ref_logp = logprobs_from_logits(models.reference_logits(roll), roll.response_ids, temp)
-        old_values = token_values(models.critic, roll) * mask
+        old_values = token_values(models.critic, roll) * mask if models.critic is not None else torch.zeros_like(mask)
         roll = _gather(roll, tok.pad_token_id)
         raw_scores, old_logp, ref_logp, old_values, ent_tok = (
             E.all_gather_rows(x) for x in (raw_scores, old_logp, ref_logp, old_values, ent_tok))
@@ -346,13 +373,31 @@ def collect_rollout(cfg: PPOStageConfig, models: Models, tok, ids: list[list[int
         scores = shaped_scores(cfg, raw_scores, roll.has_eos)
         warn_if_missing_eos_pays(cfg, it, raw_scores, roll.has_eos, scores)
         kl = kl_per_token(old_logp, ref_logp, p.kl_estimator) * mask
-        rewards, non_score = per_token_rewards(scores, kl, mask, beta)
-        if p.whiten_rewards:
-            rewards = whiten(rewards, mask, shift_mean=False)
-        advantages, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
-        advantages = whiten(advantages, mask)
+        seq_adv = None
+        if p.advantage_estimator == "gae":
+            rewards, non_score = per_token_rewards(scores, kl, mask, beta)
+            if p.whiten_rewards:
+                rewards = whiten(rewards, mask, shift_mean=False)
+            advantages, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
+            advantages = whiten(advantages, mask)
+        else:
+            seq_adv, non_score = critic_free_advantages(p.advantage_estimator, scores, kl, beta,
+                                                        p.samples_per_prompt)
+            advantages, returns = seq_adv[:, None] * mask, torch.zeros_like(mask)
     return Experience(roll, mask, raw_scores, scores, old_logp, ref_logp, old_values, kl, non_score, advantages,
-                      returns, masked_mean(ent_tok, mask), t_gen, time.time() - t0)
+                      returns, masked_mean(ent_tok, mask), t_gen, time.time() - t0, seq_adv)
+
+
+def critic_free_advantages(estimator: str, scores: torch.Tensor, kl: torch.Tensor, beta: float,
+                           k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episode advantages (B,) and per-token non-score rewards (B, T) of rloo or grpo (rlhf.algos.critic_free),
+    episodes in groups of k consecutive rows; ``kl`` (B, T) is zero past each response. rloo: the sequence reward
+    score - beta * sum_t KL_t against the mean of the group's other rewards; grpo: the group-normalised score (its
+    KL term is in the loss, so none in the reward)."""
+    if estimator == "rloo":
+        non_score = -beta * kl
+        return rloo_advantages(scores + non_score.sum(1), k), non_score
+    return grpo_advantages(scores, k), torch.zeros_like(kl)
 
 
 class NonFiniteCount:
@@ -389,34 +434,45 @@ def _ptx_term(cfg: PPOStageConfig, actor, x: torch.Tensor, stats: dict) -> torch
 
 def _micro_step(cfg: PPOStageConfig, models: Models, exp: Experience, mb: list[int], x_ptx: torch.Tensor | None,
                 stats: dict, skips: NonFiniteCount, it: int) -> bool:
-    """One micro-batch (episodes ``mb``): one backward of policy_loss + ptx term for the actor and vf_coef *
+    """One micro-batch (episodes ``mb``): one backward of the policy loss + ptx term for the actor and vf_coef *
     value_loss for the critic (detail 13: the models share no parameters, so this is one backward of their sum),
-    then each engine's step (an optimizer step at the accumulation boundary). A non-finite loss on any rank skips
-    the micro-batch on all of them with a zero-gradient backward of a finite forward, keeping DeepSpeed's
-    accumulation in step. Returns whether it was skipped."""
+    then each engine's step (an optimizer step at the accumulation boundary). The policy loss is PPO's clipped
+    surrogate (gae, rloo) or GRPO's, with its KL term (grpo); without a critic there is no value loss. A non-finite
+    loss on any rank skips the micro-batch on all of them with a zero-gradient backward of a finite forward, keeping
+    DeepSpeed's accumulation in step. Returns whether it was skipped."""
     p, actor, critic = cfg.ppo, models.actor, models.critic
     sub, mmask = exp.rollout.select(mb), exp.mask[mb]
     logp = logprobs_from_logits(response_logits(actor, sub), sub.response_ids, cfg.generation.temperature)
-    pg, pg_stats = policy_loss(logp, exp.old_logp[mb], exp.advantages[mb], mmask, p.clip_range)
+    if p.advantage_estimator == "grpo":
+        pg, pg_stats = grpo_loss(logp, exp.old_logp[mb], exp.ref_logp[mb], exp.seq_advantages[mb], mmask,
+                                 p.clip_range, p.kl_coef)
+    else:
+        pg, pg_stats = policy_loss(logp, exp.old_logp[mb], exp.advantages[mb], mmask, p.clip_range)
     actor_loss = pg + (_ptx_term(cfg, actor, x_ptx, stats) if x_ptx is not None else 0)
-    vf, vf_stats = value_loss(token_values(critic, sub), exp.old_values[mb], exp.returns[mb], mmask,
-                              p.clip_range_value)
-    critic_loss = p.vf_coef * vf
-    skipped = not E.all_ranks_true(bool(torch.isfinite(actor_loss) and torch.isfinite(critic_loss)))
+    losses = {"policy_loss": (pg, pg_stats)}
+    if critic is not None:
+        vf, vf_stats = value_loss(token_values(critic, sub), exp.old_values[mb], exp.returns[mb], mmask,
+                                  p.clip_range_value)
+        losses["value_loss"] = (vf, vf_stats)
+    critic_loss = p.vf_coef * losses["value_loss"][0] if critic is not None else None
+    finite = bool(torch.isfinite(actor_loss)) and (critic_loss is None or bool(torch.isfinite(critic_loss)))
+    skipped = not E.all_ranks_true(finite)
     if skipped:
         skips.skip(it, "non-finite loss; micro-batch")
         one = sub.input_ids[:1, -1:]
         actor_loss = actor(input_ids=one).logits.sum() * 0.0
-        critic_loss = critic(input_ids=one).logits.sum() * 0.0
+        if critic is not None:
+            critic_loss = critic(input_ids=one).logits.sum() * 0.0
     else:
-        for key, v in {**pg_stats, **vf_stats}.items():
-            stats.setdefault(key, []).append(v.item())
-        stats.setdefault("policy_loss", []).append(pg.item())
-        stats.setdefault("value_loss", []).append(vf.item())
+        for name, (loss, loss_stats) in losses.items():
+            for key, v in loss_stats.items():
+                stats.setdefault(key, []).append(v.item())
+            stats.setdefault(name, []).append(loss.item())
     actor.backward(actor_loss)
     actor.step()
-    critic.backward(critic_loss)
-    critic.step()
+    if critic is not None:
+        critic.backward(critic_loss)
+        critic.step()
     return skipped
 
 
@@ -433,8 +489,8 @@ def ppo_update(cfg: PPOStageConfig, models: Models, exp: Experience, sizes: Size
         skips.skip(it, "non-finite scores, log-probs or values; update")
         return stats, 1
     skipped, rank, micro = 0, E.rank(), sizes.plan.micro_batch
-    models.actor.train()
-    models.critic.train()
+    for engine in models.engines.values():
+        engine.train()
     for epoch in range(cfg.ppo.ppo_epochs):
         shares = minibatch_indices(cfg.run.seed, it, epoch, sizes.rollout, sizes.mini, sizes.world, rank)
         for k, share in enumerate(shares):
@@ -514,7 +570,7 @@ def run(cfg: PPOStageConfig) -> dict:
     ema = EMA(p.ema_decay, E.gathered_state_dict(models.actor)) if p.ema_decay > 0 else None
     derived = describe(cfg, sizes, data, models)
 
-    engines = {"actor": models.actor, "critic": models.critic}
+    engines = models.engines
     skips = NonFiniteCount(p.max_nonfinite)
     resume_from, start_it, ptx_start = resume(cfg, ckpt_root, engines, kl_ctl, ema, skips)
     announce("ppo", out, resume_from)
@@ -532,7 +588,8 @@ def run(cfg: PPOStageConfig) -> dict:
     bar = tqdm(total=p.iterations, initial=start_it, desc="ppo", disable=not (E.is_main() and cfg.run.progress))
     for it in range(start_it, p.iterations):
         t_it = time.time()
-        idx = iteration_indices(it, len(data.ids), sizes.rollout, cfg.run.seed)  # rank r takes the r-th slice
+        # each prompt answered ppo.samples_per_prompt times in a row; rank r takes the r-th slice of episodes
+        idx = grouped(iteration_indices(it, len(data.ids), sizes.prompts, cfg.run.seed), sizes.samples)
         mine = idx[E.rank() * sizes.local_rollout : (E.rank() + 1) * sizes.local_rollout]
         exp = collect_rollout(cfg, models, tok, [data.ids[i] for i in mine], [data.rows[i] for i in mine],
                               kl_ctl.value, it, device)
@@ -588,9 +645,10 @@ def run(cfg: PPOStageConfig) -> dict:
 def finish(cfg: PPOStageConfig, models: Models, data: PromptData, tok, ema: EMA | None, ptx_start: float | None,
            sizes: Sizes, device) -> dict:
     """Evaluate (held-out pretraining loss at start and end, held-out reward of the final and the starting actor)
-    and save the actor (OUT/), the critic (OUT/critic/) and the EMA (OUT/ema/); returns the summary."""
+    and save the actor (OUT/), the critic if any (OUT/critic/) and the EMA (OUT/ema/); returns the summary."""
     p, out = cfg.ppo, cfg.run.output_dir
-    summary: dict = {"stage": "ppo", "iterations": p.iterations, "ptx_coef": p.ptx_coef, "kl_coef": p.kl_coef}
+    summary: dict = {"stage": "ppo", "iterations": p.iterations, "ptx_coef": p.ptx_coef, "kl_coef": p.kl_coef,
+                     "advantage_estimator": p.advantage_estimator}
     if data.ptx_eval is not None:
         summary["ptx_heldout_loss_end"] = lm_loss(models.actor, data.ptx_eval, sizes.plan.micro_batch, device)
         if ptx_start is not None:
@@ -599,7 +657,8 @@ def finish(cfg: PPOStageConfig, models: Models, data: PromptData, tok, ema: EMA 
         summary.update(heldout_rewards(data.heldout, models.actor, models.reference, models.reward_model, models.norm,
                                        tok, cfg, device))
     save_policy(models.actor, tok, out, cfg)
-    E.save_hf_model(models.critic, tok, os.path.join(out, "critic"), extra_files=critic_files(models.value_offset))
+    if models.critic is not None:
+        E.save_hf_model(models.critic, tok, os.path.join(out, "critic"), extra_files=critic_files(models.value_offset))
     if ema is not None:
         save_ema(ema, models.actor, tok, os.path.join(out, "ema"))
     return summary

@@ -14,6 +14,11 @@ several processes, each configuration a real ``torchrun`` job started from here:
 2. peak memory of every rank for each ZeRO stage: resident set size (``ru_maxrss``) and its increase over the
    process's size before any model was loaded, on GPUs also ``torch.cuda.max_memory_allocated``, beside the
    rule-of-thumb model-state bytes per rank (docs/scaling.md).
+
+``rlhf bench estimators CONFIG [overrides] [--iterations N] [--estimators gae,rloo,grpo] [--samples-per-prompt 4]``:
+PPO with each advantage estimator at the same rollout, one process per job: seconds per iteration and peak memory
+side by side, with their ratios to the first estimator's (a critic-free run holds no critic, its optimizer state or
+its gradients).
 """
 
 from __future__ import annotations
@@ -117,19 +122,17 @@ def model_state_mb(params: dict[str, int], zero_stage: int, world: int, precisio
     return (params["trainable"] * per_trainable + params["frozen"] * per_frozen) / 2**20
 
 
-def _run_zero_job(config: str, overrides: list[str], stage: int, gather: bool, nproc: int, iterations: int,
-                  tmp: str, timeout: float) -> dict:
-    name = f"zero{stage}-{'once' if gather else 'per-layer'}"
+def _run_job(name: str, config: str, overrides: list[str], nproc: int, iterations: int, tmp: str,
+             timeout: float) -> dict:
+    """One PPO run as a ``torchrun`` job of ``nproc`` processes (its own processes, so each job's peak memory is
+    its own): the metrics rows, the resolved config, each rank's memory figures and the steady-state means."""
     out, report = os.path.join(tmp, name), os.path.join(tmp, f"{name}.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
            "127.0.0.1", "--master_port", str(_free_port()), "-m", "rlhf.tools.bench", "worker", report, config,
-           *overrides, *QUIET, f"ppo.iterations={iterations}", f"run.output_dir={out}",
-           f"deepspeed.zero_stage={stage}", f"ppo.gather_for_generation={str(gather).lower()}"]
+           *overrides, *QUIET, f"ppo.iterations={iterations}", f"run.output_dir={out}"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                           "MASTER_PORT", "LOCAL_WORLD_SIZE")}
     env.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
-    print(f"[bench] ZeRO-{stage}, {'gather once' if gather else 'per-layer gathering'}: {nproc} processes ...",
-          flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -143,12 +146,64 @@ def _run_zero_job(config: str, overrides: list[str], stage: int, gather: bool, n
     with open(os.path.join(out, "config.yaml")) as f:
         resolved = yaml.safe_load(f)
     actor = int(resolved["derived"]["actor_trainable_parameters"])
+    critic = resolved["ppo"].get("advantage_estimator", "gae") == "gae"
+    reward_model = bool(resolved["reward"]["model"])
     steady = rows[1:] if len(rows) > 1 else rows
-    return {"stage": stage, "gather": gather, "ranks": ranks, "rows": rows, "wall_s": time.time() - t0,
+    return {"ranks": ranks, "rows": rows, "wall_s": time.time() - t0,
+            "iteration_s": sum(r["time_iteration"] for r in steady) / len(steady),
+            "train_s": sum(r["time_train"] for r in steady) / len(steady),
             "generation_s": sum(r["time_generation"] for r in steady) / len(steady),
             "generation_tokens_per_s": sum(r["generation_tokens_per_s"] for r in steady) / len(steady),
-            # actor + critic train, reference + reward model are frozen; all four about the actor's size
-            "params": {"trainable": 2 * actor, "frozen": 2 * actor}, "precision": resolved["deepspeed"]["precision"]}
+            # actor (and critic) train, reference (and reward model) are frozen; all about the actor's size
+            "params": {"trainable": (1 + critic) * actor, "frozen": (1 + reward_model) * actor},
+            "estimator": resolved["ppo"].get("advantage_estimator", "gae"),
+            "precision": resolved["deepspeed"]["precision"]}
+
+
+def _run_zero_job(config: str, overrides: list[str], stage: int, gather: bool, nproc: int, iterations: int,
+                  tmp: str, timeout: float) -> dict:
+    print(f"[bench] ZeRO-{stage}, {'gather once' if gather else 'per-layer gathering'}: {nproc} processes ...",
+          flush=True)
+    job = _run_job(f"zero{stage}-{'once' if gather else 'per-layer'}", config,
+                   [*overrides, f"deepspeed.zero_stage={stage}", f"ppo.gather_for_generation={str(gather).lower()}"],
+                   nproc, iterations, tmp, timeout)
+    return {"stage": stage, "gather": gather, **job}
+
+
+def estimator_table(jobs: dict[str, dict]) -> str:
+    """The printed report of ``bench estimators``: time and peak memory per advantage estimator, each against the
+    first one's."""
+    first = next(iter(jobs.values()))
+    base_t, base_mem = first["iteration_s"], first["ranks"][0]["peak_rss_mb"] - first["ranks"][0]["start_rss_mb"]
+    lines = [f"{'estimator':<10} {'s/iteration':>12} {'training s':>11} {'peak RSS MiB':>13} {'over start':>11} "
+             f"{'time ratio':>11} {'memory ratio':>13}"]
+    for name, j in jobs.items():
+        r = j["ranks"][0]
+        grown = r["peak_rss_mb"] - r["start_rss_mb"]
+        lines.append(f"{name:<10} {j['iteration_s']:>12.3f} {j['train_s']:>11.3f} {r['peak_rss_mb']:>13.0f} "
+                     f"{grown:>11.0f} {j['iteration_s'] / max(base_t, 1e-9):>11.2f} {grown / max(base_mem, 1e-9):>13.2f}")
+    return "\n".join(lines)
+
+
+def bench_estimators(config: str, overrides: list[str], iterations: int = 3,
+                     estimators: tuple[str, ...] = ("gae", "rloo", "grpo"), samples_per_prompt: int = 4,
+                     timeout: float = 3600) -> dict:
+    """PPO with each advantage estimator at the same rollout (the same prompts, each answered samples_per_prompt
+    times, the same episodes per iteration and minibatch), one process each, one after another in this run."""
+    jobs = {}
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-estimators-") as tmp:
+        for name in estimators:
+            print(f"[bench] advantage estimator {name} ...", flush=True)
+            jobs[name] = _run_job(name, config, [*overrides, f"ppo.advantage_estimator={name}",
+                                                 f"ppo.samples_per_prompt={samples_per_prompt}"],
+                                  1, iterations, tmp, timeout)
+    first = next(iter(jobs.values()))["rows"][0]
+    print(f"\n[bench] rlhf bench estimators {config} {' '.join(overrides)}: {iterations} PPO iterations per job "
+          f"(the first left out of the means), 1 process, {samples_per_prompt} samples per prompt, response length "
+          f"~{first.get('response_length', float('nan')):.1f} tokens; ratios against {estimators[0]}; memory: peak "
+          f"RSS and its growth over the process's size before any model was loaded")
+    print(estimator_table(jobs))
+    return {"jobs": jobs}
 
 
 def zero_tables(jobs: list[dict], nproc: int) -> str:
@@ -211,6 +266,10 @@ def _worker(argv: list[str]) -> int:
 
 
 def main(args) -> int:
+    if args.bench == "estimators":
+        names = tuple(n.strip() for n in args.estimators.split(",") if n.strip())
+        bench_estimators(args.config, args.overrides, args.iterations, names, args.samples_per_prompt)
+        return 0
     if args.bench == "zero":
         stages = tuple(int(s) for s in args.stages.split(",") if s.strip())
         bench_zero(args.config, args.overrides, args.iterations, args.nproc, stages)
