@@ -200,7 +200,8 @@ def _eval_dir(run_dir: str) -> str:
 
 
 def winrate_table(winrates: dict) -> str:
-    """Candidates against the baseline: per judge win rate [95% CI] and W / T / L; mean rubric score; perplexity."""
+    """Candidates against the baseline: per judge win rate [95% CI] and W / T / L; mean rubric score; perplexity;
+    KL to the baseline."""
     judges = []
     for by_judge in winrates["candidates"].values():
         judges += [j for j in by_judge if j not in judges]
@@ -210,6 +211,7 @@ def winrate_table(winrates: dict) -> str:
         head += [f"{j} win rate [95% CI]", f"{j} W / T / L"]
     head += ["mean rubric score (1-5)"] if winrates.get("rubric_scores") else []
     head += ["held-out perplexity"] if winrates.get("perplexity") else []
+    head += [f"KL to {base} (nats/answer)"] if winrates.get("kl_to_baseline") else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in [*winrates["candidates"], base]:
         row = [m if m != base else f"{m} (the baseline)"]
@@ -223,6 +225,9 @@ def winrate_table(winrates: dict) -> str:
         if winrates.get("perplexity"):
             p = winrates["perplexity"].get(m)
             row.append(f"{p['perplexity']:.1f}" if p else "-")
+        if winrates.get("kl_to_baseline"):
+            kl = winrates["kl_to_baseline"].get(m)
+            row.append("0 (itself)" if m == base else "-" if kl is None else f"{kl:.2f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -86,6 +86,9 @@ def test_eval_writes_reports_caches_generations_and_round_trips_human_verdicts(t
     assert len(samples) == 80 and set(samples[0]["verdicts"]) == {"rubric", "reward_model"}
     report = open(os.path.join(out, "report.md")).read()
     assert "| base | rubric |" in report and "![win rates](winrates.png)" in report
+    # KL(base || sft) on base's own samples: a divergence between two different models is positive
+    assert set(res["kl_to_baseline"]) == {"base"} and res["kl_to_baseline"]["base"] > 0
+    assert "## KL divergence from sft" in report
     # judge agreement: recounted from the verdicts in samples.jsonl
     both = [x for x in samples if "tie" not in x["verdicts"].values()]
     ag = res["agreement"]["rubric vs reward_model"]
@@ -203,3 +206,29 @@ def test_two_evals_share_one_generation_cache(tmp_path, micro_base, micro_sft):
     assert {f: os.path.getmtime(os.path.join(cache, f)) for f in os.listdir(cache)} == stamps
     assert not os.path.exists(os.path.join(second, "generations"))
     assert res["baseline"] == "base" and res["candidates"]["sft"]["rubric"]["overall"]["n"] == 4
+
+
+def test_kl_to_baseline_matches_a_token_by_token_computation(micro_base, micro_sft):
+    """The summed log-probabilities of a response under logits / T, one sequence at a time without padding, against
+    the batched (right-padded) estimate; a model against itself is 0."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.eval.perplexity import kl_to_baseline, sequence_logprobs
+
+    base = AutoModelForCausalLM.from_pretrained(micro_base).eval()
+    sft = AutoModelForCausalLM.from_pretrained(micro_sft).eval()
+    seqs = [([5, 17, 9], [33, 4, 2]), ([8, 1], [40, 41, 42, 43, 2]), ([3, 3, 3, 3], [7])]
+    temp = 0.7
+
+    def by_hand(model, prompt, response):
+        ids = torch.tensor([prompt + response])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float() / temp, -1)
+        return sum(logp[len(prompt) - 1 + t, tok].item() for t, tok in enumerate(response))
+
+    got = sequence_logprobs(base, seqs, pad_id=0, temperature=temp, batch_size=2)
+    assert got == pytest.approx([by_hand(base, p, r) for p, r in seqs], abs=1e-4)
+    expected = sum(by_hand(base, p, r) - by_hand(sft, p, r) for p, r in seqs) / len(seqs)
+    assert kl_to_baseline(base, sft, seqs, 0, temp, batch_size=3) == pytest.approx(expected, abs=1e-4)
+    assert kl_to_baseline(sft, sft, seqs, 0, temp) == 0.0

@@ -362,6 +362,9 @@ class EvalConfig:
     generations_dir: str = ""
     """where generations are cached ('' = OUT/generations); evals of the same models can share one (entries are
     keyed by model weights, prompts and generation settings, so a mismatch regenerates)"""
+    kl_to_baseline: bool = True
+    """estimate each model's KL divergence from the baseline, in nats per answer, from its own eval samples (re-
+    tokenised; both models at generation.temperature); models whose tokenizer differs from the baseline's get none"""
 
     def check(self) -> None:
         bad = [j for j in self.judges if j not in ("rubric", "reward_model", "llm", "human")]

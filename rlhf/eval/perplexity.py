@@ -49,3 +49,42 @@ def completion_loss(model, encodings: list[dict], collator, batch_size: int = 8,
     if was_training:
         model.train()
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]], pad_id: int, temperature: float = 1.0,
+                      batch_size: int = 8, device="cpu") -> list[float]:
+    """Summed log-probability of each response under ``model``'s ``softmax(logits / temperature)``, given its
+    prompt: ``sequences`` are (prompt ids, response ids) pairs; one float per pair."""
+    from rlhf.models.policy import logprobs_from_logits
+
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(sequences), batch_size):
+        chunk = sequences[i : i + batch_size]
+        width = max(len(p) + len(r) for p, r in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(chunk), width), dtype=torch.long)
+        resp = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for j, (p, r) in enumerate(chunk):
+            ids[j, : len(p) + len(r)] = torch.tensor(p + r)
+            attn[j, : len(p) + len(r)] = 1
+            resp[j, len(p) : len(p) + len(r)] = True
+        ids, attn, resp = ids.to(device), attn.to(device), resp.to(device)
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]  # position t predicts token t+1
+        logp = logprobs_from_logits(logits, ids[:, 1:], temperature) * resp[:, 1:]
+        out += logp.sum(1).tolist()
+    if was_training:
+        model.train()
+    return out
+
+
+def kl_to_baseline(model, baseline, sequences: list[tuple[list[int], list[int]]], pad_id: int, temperature: float,
+                   batch_size: int = 8, device="cpu") -> float:
+    """Monte Carlo estimate of KL(pi || pi_baseline) per response, in nats: the mean over responses sampled from
+    ``model`` of sum_t [log pi(y_t) - log pi_baseline(y_t)] (the k1 estimator, unbiased for samples from pi), both
+    at the sampling temperature. ``sequences`` are (prompt ids, response ids) of ``model``'s own samples."""
+    own = sequence_logprobs(model, sequences, pad_id, temperature, batch_size, device)
+    base = sequence_logprobs(baseline, sequences, pad_id, temperature, batch_size, device)
+    return sum(a - b for a, b in zip(own, base)) / max(len(own), 1)

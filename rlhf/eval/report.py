@@ -23,6 +23,9 @@ def table(results: dict) -> str:
             f"{m} {r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for m, r in results["rubric_scores"].items()))
     if results.get("perplexity"):
         lines.append("held-out perplexity: " + ", ".join(f"{m} {r['perplexity']:.1f}" for m, r in results["perplexity"].items()))
+    if results.get("kl_to_baseline"):
+        lines.append(f"KL to {results['baseline']} (nats/answer): "
+                     + ", ".join(f"{m} {v:.2f}" for m, v in results["kl_to_baseline"].items()))
     return "\n".join(lines)
 
 
@@ -161,6 +164,14 @@ def markdown(results: dict, cfg, plot_files: dict[str, str]) -> str:
             lines.append(f"| {m} | {r['loss']:.3f} | {r['perplexity']:.1f} |")
         if "perplexity" in plot_files:
             lines += ["", f"![perplexity]({plot_files['perplexity']})"]
+    if results.get("kl_to_baseline"):
+        lines += ["", f"## KL divergence from {results['baseline']}", "",
+                  f"KL(model || {results['baseline']}) per answer in nats, estimated on each model's own eval samples "
+                  "(the mean of their summed log-ratio, both models at the sampling temperature): how far the model "
+                  "moved from the baseline where it answers these prompts.", "", "| model | KL (nats/answer) |",
+                  "|---|---|"]
+        for m, v in results["kl_to_baseline"].items():
+            lines.append(f"| {m} | {v:.2f} |")
     if results.get("training"):
         lines += ["", "## Proxy reward against the gold stand-in over PPO iterations", "",
                   "Mean reward-model score (the proxy PPO optimises) and mean rubric score (the gold stand-in) of each "

@@ -86,6 +86,29 @@ def pair_items(prompts: list[dict], cand: list[dict], base: list[dict]) -> list[
     return items
 
 
+def kl_estimates(cfg: EvalStageConfig, prompts: list[dict], gens: dict[str, list[dict]], candidates: list[str],
+                 device) -> dict[str, float]:
+    """KL(candidate || baseline) in nats per answer for each candidate whose tokenizer is the baseline's
+    (``rlhf.eval.perplexity.kl_to_baseline``, on the candidate's own samples)."""
+    from rlhf.data.sft import encode_prompt
+    from rlhf.eval.perplexity import kl_to_baseline
+
+    base_model, base_tok = load_policy(cfg.models[cfg.eval.baseline], cfg.eval.dtype, device)
+    out = {}
+    for c in candidates:
+        model, tok = load_policy(cfg.models[c], cfg.eval.dtype, device)
+        if tok.get_vocab() != base_tok.get_vocab():
+            E.print0(f"[eval] {c}: no KL to {cfg.eval.baseline} (another tokenizer)")
+            continue
+        ids = [encode_prompt(tok, p["messages"]) for p in prompts]
+        seqs = [(ids[r["prompt_id"]], tok(r["response"], add_special_tokens=False)["input_ids"]
+                 + ([tok.eos_token_id] if r["eos"] else [])) for r in gens[c]]
+        out[c] = kl_to_baseline(model, base_model, seqs, tok.pad_token_id, cfg.generation.temperature,
+                                cfg.eval.batch_size, device)
+        del model
+    return out
+
+
 @stage_output("eval", result_file="winrates.json")
 def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
     t_start = time.time()
@@ -124,6 +147,7 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
         gens[name] = generations(cfg, name, path, prompts, device)
         task_done()
     items = {c: pair_items(prompts, gens[c], gens[baseline]) for c in candidates}
+    kl = kl_estimates(cfg, prompts, gens, candidates, device) if cfg.eval.kl_to_baseline else {}
 
     # 2. judges
     judges = build_judges(cfg, device)
@@ -148,7 +172,8 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
 
     # 3. statistics
     n_res, seed = cfg.eval.bootstrap_resamples, cfg.run.seed
-    results: dict = {"baseline": baseline, "candidates": {}, "rubric_scores": {}, "perplexity": {}}
+    results: dict = {"baseline": baseline, "candidates": {}, "rubric_scores": {}, "perplexity": {},
+                     "kl_to_baseline": kl}
     for c in candidates:
         results["candidates"][c] = {}
         pids = [it.prompt_id for it in items[c]]
