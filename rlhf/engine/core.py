@@ -498,6 +498,12 @@ def gathered_state_dict(engine_or_model) -> dict[str, torch.Tensor] | None:
     if zero3 or any(hasattr(p, "ds_id") for p in module.parameters()):
         import deepspeed
 
+        # ZeRO-3 may still be prefetching parameters for a forward that will not come (e.g. after a held-out
+        # forward whose module order differs from the traced training step's); gathering a parameter in flight
+        # fails ("Cannot partition a param in flight"), so wait for and release them first
+        release = getattr(engine_or_model, "empty_partition_cache", None)
+        if zero3 and release is not None:
+            release()
         with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
             if not is_main():
                 return None
