@@ -91,3 +91,39 @@ def test_zero3_with_cpu_offload_matches_one(ref_pretrain, micro_model_config, tm
     assert "offload optimizer+params to cpu" in log
     diff, mean, where = R.max_weight_diff(ref_pretrain, out)
     assert diff <= R.ATOL and mean <= R.MEAN_ATOL, f"{diff:.3g} at {where}, mean {mean:.3g}"
+
+
+def test_grpo_under_zero3_matches_zero0_at_two_processes(ref_sft, ref_rm, dist_data, tmp_path, request):
+    """A critic-free estimator needs sampled groups (greedy answers to one prompt are identical and carry no
+    advantage), and sampled rollouts depend on how prompts are spread over ranks, so this compares two 2-process runs
+    with the same sampling: ZeRO-3 (sharded actor and reference, gathered for generation) against ZeRO-0. No critic
+    is trained or saved by either. The ptx term is off, so the weights move only through GRPO's loss (its KL term
+    has no gradient at the start, where actor and reference agree): the movement check shows the advantages did
+    something."""
+    outs = {}
+    for zero in (0, 3):
+        outs[zero] = str(tmp_path / f"grpo_zero{zero}")
+        R.run_stage("ppo", "configs/tiny/ppo.yaml",
+                    [*R.ppo_args(outs[zero], ref_sft, ref_rm, dist_data["text"]), "generation.do_sample=true",
+                     "ppo.advantage_estimator=grpo", "ppo.samples_per_prompt=2", "ppo.ptx_coef=0", f"deepspeed.zero_stage={zero}"])
+    for out in outs.values():
+        assert not os.path.exists(os.path.join(out, "critic"))
+    diff, mean, where = R.max_weight_diff(outs[0], outs[3])
+    assert diff <= R.ATOL and mean <= R.MEAN_ATOL, f"grpo ZeRO-3 vs ZeRO-0: {diff:.3g} at {where}, mean {mean:.3g}"
+    moved = R.mean_movement(outs[3], ref_sft)
+    assert moved >= 100 * R.MEAN_ATOL, f"grpo moved the weights by {moved:.3g}: the comparison is vacuous"
+    a, b = metrics(outs[0]), metrics(outs[3])
+    for key in ("score_mean", "kl", "response_length", "policy_loss", "kl_loss_term"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], abs=1e-4), key
+
+
+def test_plain_ppo_under_zero3_gathers_its_models_after_the_heldout_forward(ref_sft, ref_rm, dist_data, tmp_path):
+    """Without the ptx term the last actor forward before the final save is the held-out pretraining loss, after
+    which ZeRO-3 was still prefetching parameters: gathering them for the save failed with "Cannot partition a
+    param in flight" at the end of a finished run. The engine now releases them before gathering."""
+    out = str(tmp_path / "plain_ppo_zero3")
+    R.run_stage("ppo", "configs/tiny/ppo.yaml", [*R.ppo_args(out, ref_sft, ref_rm, dist_data["text"]),
+                                                 "ppo.ptx_coef=0", "deepspeed.zero_stage=3"])
+    assert "ptx_heldout_loss_end" in summary(out)
+    diff, mean, _ = R.max_weight_diff(out, ref_sft)
+    assert mean > 0, "the saved actor is the SFT model"
