@@ -23,3 +23,15 @@ def test_bench_zero_prints_generation_and_memory_tables(ref_sft, ref_rm):
     for stage in (0, 3):
         rows = re.findall(rf"ZeRO-{stage}\s+(\d)\s+(\d+)\s+", log)
         assert [r for r, _ in rows] == ["0", "1"] and all(int(mb) > 0 for _, mb in rows), log[-2000:]
+
+
+def test_bench_estimators_prints_time_and_memory_for_each_estimator(ref_sft, ref_rm):
+    log = R.run([sys.executable, "-m", "rlhf.cli", "bench", "estimators", "configs/tiny/ppo.yaml",
+                 f"model.name_or_path={ref_sft}", f"reward.model={ref_rm}", "ppo.rollout_batch_size=8",
+                 "ppo.mini_batch_size=4", "deepspeed.micro_batch_size=2", "generation.max_new_tokens=8",
+                 "data.ptx_files=[data/pretrain/passages.txt]", "--iterations", "2", "--samples-per-prompt", "2"],
+                timeout=1200)
+    assert "2 samples per prompt" in log and "ratios against gae" in log
+    rows = re.findall(r"^(gae|rloo|grpo)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+)\s+(-?\d+)\s+(\d+\.\d+)\s+", log, re.M)
+    assert [r[0] for r in rows] == ["gae", "rloo", "grpo"], log[-2000:]
+    assert float(rows[0][5]) == 1.0 and all(int(r[3]) > 0 for r in rows)
