@@ -15,6 +15,7 @@ STAGE_HELP = {
     "sft": "supervised fine-tuning on prompt/completion data (PALMS values-targeted set)",
     "compare": "comparison data: K responses per prompt sampled from a model, every pair labelled by a judge",
     "rm": "reward model on preference pairs (Bradley-Terry)",
+    "dpo": "Direct Preference Optimisation of the SFT model on preference pairs (no reward model)",
     "ppo": "PPO-ptx against a reward model or a reward function (InstructGPT eq. 2)",
     "eval": "win rates of candidate models against a baseline, by pluggable judges",
 }
@@ -79,7 +80,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rlhf", description="RLHF alignment: pretrain -> sft -> rm -> ppo -> eval")
+    p = argparse.ArgumentParser(prog="rlhf", description="RLHF alignment: pretrain -> sft -> rm -> ppo (or dpo) -> "
+                                                         "eval")
     sub = p.add_subparsers(dest="command", required=True)
     for name in STAGES:
         sp = sub.add_parser(name, help=STAGE_HELP.get(name, name))
