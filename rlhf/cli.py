@@ -22,21 +22,25 @@ STAGE_HELP = {
 
 
 def _stage(name: str, args: argparse.Namespace) -> int:
+    from rlhf.engine.dist import shutdown
     from rlhf.stages import run_stage
 
     cfg = load_config(STAGES[name], args.config, args.overrides)
     args.loaded_config = cfg  # for the Ctrl-C and disk-full messages
     run_stage(name, cfg, **({"import_human": args.import_human} if name == "eval" else {}))
+    shutdown()
     return 0
 
 
 def _pipeline(args: argparse.Namespace) -> int:
     from rlhf.config import PipelineConfig
+    from rlhf.engine.dist import shutdown
     from rlhf.stages import pipeline
 
     cfg = load_config(PipelineConfig, args.config, args.overrides)
     args.loaded_config = cfg
     pipeline.run(cfg)
+    shutdown()
     return 0
 
 
