@@ -79,27 +79,40 @@ def make_trainer_class():
 
 
 @torch.no_grad()
+def response_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of the response tokens (``completion_mask``) of a TRL preference batch (chosen rows,
+    then rejected rows), from the model's full logits: the forward any model runs, plain or partitioned by ZeRO-3
+    (TRL's fused LM head expects ZeRO-3 parameters, which the policy only has once training has started)."""
+    ids = batch["input_ids"]
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1].float()
+    logp = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
+    return (logp * batch["completion_mask"][:, 1:]).sum(dim=1).chunk(2)
+
+
 def pair_logps(trainer, rows: list[dict], batch_size: int, reference: bool = False) -> tuple[list[float], list[float]]:
-    """Summed log-probabilities of the chosen and rejected responses of ``rows`` given their prompts: under the
-    policy, or (``reference``) under pi_ref exactly as TRL computes it for the loss (the reference copy, or the
-    policy with its adapters disabled). Every rank scores every row (collective forwards under ZeRO-3)."""
+    """Summed log-probabilities of the chosen and rejected responses of ``rows`` given their prompts, under the
+    policy or (``reference``) under the reference TRL's loss uses: its frozen copy, or the policy with its adapters
+    disabled. Every rank scores every row (collective forwards under ZeRO-3)."""
+    import contextlib
+
+    from trl.trainer.utils import use_adapter
+
     model = trainer.model
     model.eval()
+    context = contextlib.nullcontext()
+    if reference and trainer.ref_model is not None:
+        model = trainer.ref_model
+    elif reference:  # LoRA: TRL's own switch (no adapter named "ref" exists: TRL created the adapters)
+        context = use_adapter(trainer.accelerator.unwrap_model(model), adapter_name=None)
     device = trainer.accelerator.device
     chosen: list[float] = []
     rejected: list[float] = []
-    for i in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in trainer.data_collator(rows[i : i + batch_size]).items()}
-        if reference:
-            c, r = trainer.compute_ref_log_probs(trainer.ref_model or model, batch)
-        else:  # as DPOTrainer._compute_loss: log-probs of the response tokens through TRL's fused LM head
-            mask = batch["completion_mask"]
-            labels = batch["input_ids"].masked_fill(mask == 0, -100)
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
-                        use_cache=False, fused_lm_head=True)
-            c, r = out.log_probs[:, -(mask.size(1) - 1):].sum(dim=1).chunk(2)
-        chosen += c.float().tolist()
-        rejected += r.float().tolist()
+    with context:
+        for i in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in trainer.data_collator(rows[i : i + batch_size]).items()}
+            c, r = response_logps(model, batch)
+            chosen += c.tolist()
+            rejected += r.tolist()
     return chosen, rejected
 
 
