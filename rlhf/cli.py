@@ -15,27 +15,32 @@ STAGE_HELP = {
     "sft": "supervised fine-tuning on prompt/completion data (PALMS values-targeted set)",
     "compare": "comparison data: K responses per prompt sampled from a model, every pair labelled by a judge",
     "rm": "reward model on preference pairs (Bradley-Terry)",
+    "dpo": "Direct Preference Optimisation of the SFT model on preference pairs (no reward model)",
     "ppo": "PPO-ptx against a reward model or a reward function (InstructGPT eq. 2)",
     "eval": "win rates of candidate models against a baseline, by pluggable judges",
 }
 
 
 def _stage(name: str, args: argparse.Namespace) -> int:
+    from rlhf.engine.dist import shutdown
     from rlhf.stages import run_stage
 
     cfg = load_config(STAGES[name], args.config, args.overrides)
     args.loaded_config = cfg  # for the Ctrl-C and disk-full messages
     run_stage(name, cfg, **({"import_human": args.import_human} if name == "eval" else {}))
+    shutdown()
     return 0
 
 
 def _pipeline(args: argparse.Namespace) -> int:
     from rlhf.config import PipelineConfig
+    from rlhf.engine.dist import shutdown
     from rlhf.stages import pipeline
 
     cfg = load_config(PipelineConfig, args.config, args.overrides)
     args.loaded_config = cfg
     pipeline.run(cfg)
+    shutdown()
     return 0
 
 
@@ -79,7 +84,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rlhf", description="RLHF alignment: pretrain -> sft -> rm -> ppo -> eval")
+    p = argparse.ArgumentParser(prog="rlhf", description="RLHF alignment: pretrain -> sft -> rm -> ppo (or dpo) -> "
+                                                         "eval")
     sub = p.add_subparsers(dest="command", required=True)
     for name in STAGES:
         sp = sub.add_parser(name, help=STAGE_HELP.get(name, name))

@@ -140,6 +140,18 @@ def _what_and_result(command: str, cfg: dict, summary: dict, out_dir: str) -> tu
         else:
             result = f"train accuracy {summary.get('train_accuracy', float('nan')):.3f}"
         return what, result
+    if command == "dpo":
+        what = f"{summary.get('steps')} steps"
+        extra = cfg.get("data", {}).get("extra_train_files") or []
+        what += f" on `{cfg['data']['train_file']}`" + "".join(f" + `{os.path.basename(x)}`" for x in extra)
+        what += f", loss {summary.get('loss_type')}, beta {summary.get('beta')}"
+        if "test_accuracy" in summary:
+            result = (f"test accuracy of the implicit reward {summary['test_accuracy']:.3f} (margin "
+                      f"{summary['test_margin']:+.2f}) on {summary['test_pairs']} pairs; the policy prefers the chosen "
+                      f"response on {summary['test_logp_accuracy_start']:.3f} -> {summary['test_logp_accuracy']:.3f}")
+        else:
+            result = f"train loss {summary.get('train_loss', float('nan')):.3f}"
+        return what, result
     if command == "ppo":
         ppo = cfg.get("ppo", {})
         what = (f"{summary['iterations']} iterations of {d.get('rollout_batch')} episodes, up to "

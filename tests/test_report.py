@@ -113,3 +113,19 @@ def test_code_version_names_this_checkout():
     assert info["version"]
     if os.path.isdir(os.path.join(os.path.dirname(os.path.dirname(__file__)), ".git")):
         assert len(info["commit"]) == 40 and isinstance(info["dirty"], bool)
+
+
+def test_report_stage_row_of_dpo(run_dir):
+    # a DPO stage in the same run directory: its row names the pairs, loss and beta, and the test numbers it saved
+    cfg_path = os.path.join(run_dir, "config.yaml")
+    cfg = yaml.safe_load(open(cfg_path))
+    cfg["stages"].insert(2, {"name": "dpo", "command": "dpo"})
+    _write(cfg_path, cfg)
+    _write(f"{run_dir}/dpo/summary.json", {"stage": "dpo", "steps": 26, "loss_type": "sigmoid", "beta": 0.1,
+                                           "test_pairs": 104, "test_accuracy": 0.9231, "test_margin": 1.2593,
+                                           "test_logp_accuracy_start": 0.3173, "test_logp_accuracy": 0.4135,
+                                           "wall_time_s": 140.9})
+    _write(f"{run_dir}/dpo/config.yaml", {"data": {"train_file": "data/preferences/train.jsonl"}})
+    assert ("| dpo | dpo | 26 steps on `data/preferences/train.jsonl`, loss sigmoid, beta 0.1 | 2 min 21 s | - | "
+            "test accuracy of the implicit reward 0.923 (margin +1.26) on 104 pairs; the policy prefers the chosen "
+            "response on 0.317 -> 0.413 |") in build([run_dir])

@@ -161,6 +161,76 @@ class RMStageConfig:
 
 
 @dataclass
+class DPODataConfig:
+    train_file: str = "data/preferences/train.jsonl"
+    """preference pairs to train on: {prompt, chosen, rejected}, {chosen, rejected} or HH transcripts (a 'margin'
+    field is read and ignored: DPO's loss has none)"""
+    test_file: str = "data/preferences/test.jsonl"
+    """held-out pairs: preference accuracy and margin of the implicit reward before and after training ('' = none)"""
+    categories_file: str = "data/palms/categories.yaml"
+    """category ids the data may use ('' = any)"""
+    max_length: int = 512
+    """maximum tokens of prompt + response (the longer of chosen and rejected)"""
+    on_overlength: Literal["error", "truncate", "drop"] = "error"
+    """what to do with a pair over max_length ('truncate' keeps the prompt and cuts both responses)"""
+    on_invalid: Literal["error", "drop"] = "error"
+    """what to do with an invalid pair (bad JSON, prompts of chosen and rejected that differ, an empty response,
+    chosen == rejected): 'error' refuses the file listing every one; 'drop' trains without them and reports them"""
+    max_train_pairs: int = 0
+    """train on the first N pairs of train_file only; 0 = all (a CPU time budget)"""
+    extra_train_files: list[str] = field(default_factory=list)
+    """more pairs trained on together with train_file, e.g. the pairs.jsonl of 'rlhf compare'"""
+
+    def check(self) -> None:
+        require_positive(self, "max_length")
+        if self.max_train_pairs < 0:
+            raise FieldError("max_train_pairs", "must be >= 0 (0 = all pairs)")
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1
+    """beta of Rafailov et al. 2023 eq. 7: the implicit reward is beta * log(pi / pi_ref); higher keeps the policy
+    closer to the reference (for 'ipo' it is tau of Azar et al. 2023)"""
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = "sigmoid"
+    """TRL DPOTrainer's loss: 'sigmoid' is DPO (eq. 7), 'ipo' IPO (Azar et al. 2023), 'robust' cDPO-style robust DPO
+    with label_smoothing, the others as TRL documents them"""
+    label_smoothing: float = 0.0
+    """probability that a preference label is flipped, for 'robust' (must be < 0.5) and 'exo_pair' (must be > 0);
+    the other losses ignore it"""
+
+    def check(self) -> None:
+        require_positive(self, "beta")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise FieldError("label_smoothing", "must be in [0, 0.5)")
+        if self.loss_type == "exo_pair" and self.label_smoothing == 0:
+            raise FieldError("label_smoothing", "loss_type 'exo_pair' needs label_smoothing > 0 (EXO suggests 1e-3)")
+        if self.label_smoothing > 0 and self.loss_type not in ("robust", "exo_pair", "aot", "aot_unpaired"):
+            raise FieldError("label_smoothing", f"loss_type {self.loss_type!r} does not use it; leave it at 0")
+
+
+@dataclass
+class DPOStageConfig:
+    """``rlhf dpo``: Direct Preference Optimisation of the SFT model on preference pairs (TRL DPOTrainer)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DPODataConfig = field(default_factory=DPODataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-6, lr_scheduler="constant"))
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+    def check(self) -> None:
+        if self.train.eval_steps and not self.data.test_file:
+            raise FieldError("train", "eval_steps > 0 evaluates on data.test_file, which is empty")
+        if self.lora.enabled and "lm_head" in self.lora.target_modules:
+            raise FieldError("lora", "target_modules: TRL's DPO reads log-probabilities through lm_head's weight "
+                             "directly, so an adapter there would never train; leave lm_head out")
+
+
+@dataclass
 class PPODataConfig:
     prompt_file: str = "data/prompts/train.jsonl"
     """prompts to optimise on: {prompt} rows (optional category)"""
@@ -458,7 +528,7 @@ class CompareStageConfig:
 class PipelineStage:
     name: str = ""
     """the stage's name; its output directory is run_dir/name and {name} in overrides refers to it"""
-    command: Literal["pretrain", "sft", "compare", "rm", "ppo", "eval"] = "sft"
+    command: Literal["pretrain", "sft", "compare", "rm", "dpo", "ppo", "eval"] = "sft"
     """which stage to run"""
     config: str = ""
     """the stage's own config file"""
@@ -505,6 +575,7 @@ STAGES: dict[str, type] = {
     "sft": SFTStageConfig,
     "compare": CompareStageConfig,
     "rm": RMStageConfig,
+    "dpo": DPOStageConfig,
     "ppo": PPOStageConfig,
     "eval": EvalStageConfig,
 }

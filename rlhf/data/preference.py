@@ -160,6 +160,18 @@ def encode_pair(tokenizer, ex: PrefExample) -> dict:
     return out
 
 
+def dpo_features(tokenizer, ex: PrefExample, enc: dict) -> dict:
+    """A pair as TRL's DPOTrainer takes it: ``prompt_ids`` (the tokens both conversations of :func:`encode_pair` share
+    with the prompt rendered with its generation prompt) and the ``chosen_ids`` / ``rejected_ids`` after them, whose
+    log-probabilities DPO sums. ``enc`` may be truncated (``fit_length``); the prompt then still fits."""
+    prompt = encode_prompt(tokenizer, ex.prompt)
+    c, r = enc["chosen_ids"], enc["rejected_ids"]
+    n = 0
+    while n < len(prompt) and n < len(c) and n < len(r) and prompt[n] == c[n] == r[n]:
+        n += 1
+    return {"prompt_ids": c[:n], "chosen_ids": c[n:], "rejected_ids": r[n:]}
+
+
 def fit_length(enc: dict, max_length: int, on_overlength: str) -> dict | str | None:
     """Apply ``on_overlength`` to a pair: the pair, a truncated pair, None (dropped) or an error string."""
     n = max(len(enc["chosen_ids"]), len(enc["rejected_ids"]))
@@ -248,4 +260,5 @@ def check_preference_rows(rows: list[Row], report, tokenizer, categories: dict, 
         )
 
 
-__all__ = ["DataError", "PrefExample", "encode_conversation", "encode_pair", "load_preferences", "parse_hh", "parse_preference_row"]
+__all__ = ["DataError", "PrefExample", "dpo_features", "encode_conversation", "encode_pair", "load_preferences",
+           "parse_hh", "parse_preference_row"]

@@ -98,6 +98,16 @@ def barrier() -> None:
         torch_dist.barrier()
 
 
+def shutdown() -> None:
+    """At the end of a multi-process command: wait for every rank, then destroy the process group while the
+    interpreter is still whole. Without it a rank that exits first can abort (SIGABRT, "terminate called without an
+    active exception") when Gloo's worker threads still hold work at interpreter teardown (pytorch#190489); seen
+    with DPO's ZeRO-3 reference engine. One process keeps its group (tests run stages in-process, one after another)."""
+    if torch_dist.is_available() and torch_dist.is_initialized() and world_size() > 1:
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def device() -> torch.device:
     """This rank's device as DeepSpeed's accelerator sees it (cuda:N, xpu:N, npu:N, mps or cpu)."""
     from deepspeed.accelerator import get_accelerator

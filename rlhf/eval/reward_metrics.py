@@ -1,4 +1,5 @@
-"""Reward-model evaluation metrics on preference pairs: accuracy, margin, calibration (ECE), length baseline."""
+"""Reward-model evaluation metrics on preference pairs: accuracy, margin, calibration (ECE), length baseline; and
+the same for DPO's implicit reward."""
 
 from __future__ import annotations
 
@@ -51,4 +52,25 @@ def reward_report(
         "length_baseline_accuracy": longer_wins_accuracy(chosen, rejected),
         "accuracy_per_category": {k: sum(v) / len(v) for k, v in sorted(per_cat.items())},
         "pairs": len(r_chosen),
+    }
+
+
+def implicit_reward_report(
+    chosen: list[float], rejected: list[float], ref_chosen: list[float], ref_rejected: list[float], beta: float,
+    categories: list[str | None],
+) -> dict:
+    """DPO's implicit reward r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)) on preference pairs, from the summed
+    response log-probabilities of the policy (``chosen``, ``rejected``) and the reference: accuracy of r_c > r_r
+    (ties wrong), its mean margin r_c - r_r and accuracy per category, and ``logp_accuracy``, how often the policy
+    itself gives the chosen response the higher log-probability."""
+    r_c = [beta * (p - q) for p, q in zip(chosen, ref_chosen)]
+    r_r = [beta * (p - q) for p, q in zip(rejected, ref_rejected)]
+    per_cat: dict[str, list[int]] = defaultdict(list)
+    for c, r, cat in zip(r_c, r_r, categories):
+        per_cat[cat or "(none)"].append(int(c > r))
+    return {
+        "accuracy": accuracy(r_c, r_r),
+        "margin": sum(c - r for c, r in zip(r_c, r_r)) / max(1, len(r_c)),
+        "accuracy_per_category": {k: sum(v) / len(v) for k, v in sorted(per_cat.items())},
+        "logp_accuracy": accuracy(chosen, rejected),
     }

@@ -201,14 +201,12 @@ def check_lora_targets(model: torch.nn.Module, lora: LoraConfig) -> None:
         )
 
 
-def apply_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
-    """Wrap ``model`` with peft LoRA adapters (only adapters train)."""
+def peft_lora_config(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSAL_LM"):
+    """The peft ``LoraConfig`` of our ``lora`` section, its target modules checked against ``model``."""
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
 
     check_lora_targets(model, lora)
-
-    pcfg = PeftLoraConfig(
+    return PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -216,7 +214,25 @@ def apply_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSA
         task_type=task_type,
         bias="none",
     )
-    return get_peft_model(model, pcfg)
+
+
+def apply_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
+    """Wrap ``model`` with peft LoRA adapters (only adapters train)."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, peft_lora_config(model, lora, task_type))
+
+
+def lora_parameter_count(model: torch.nn.Module, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> int:
+    """How many trainable parameters peft's LoRA adapters add to ``model``, counted on a meta-device skeleton of
+    it (nothing allocated, ``model`` untouched): for a stage that hands the adapters to TRL to create."""
+    import copy
+
+    from peft import get_peft_model
+
+    with torch.device("meta"):
+        skeleton = type(model)(copy.deepcopy(model.config))
+    return count_params(get_peft_model(skeleton, peft_lora_config(skeleton, lora, task_type)))[1]
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:

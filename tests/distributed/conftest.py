@@ -1,5 +1,5 @@
 """Session fixtures of the distributed tests: single-process reference runs of every stage, which double as the
-inputs of the next stage (base -> SFT and RM -> PPO), and a cache of the multi-process runs.
+inputs of the next stage (base -> SFT and RM -> PPO; SFT -> DPO), and a cache of the multi-process runs.
 
 The references run as subprocesses through launch/single.sh with one thread, like each rank of a 2-process job.
 They are not the in-process micro_base / micro_sft / micro_rm of tests/conftest.py: a reference must be a run
@@ -54,6 +54,13 @@ def ref_rm(tmp_path_factory, ref_pretrain, dist_data) -> str:
 
 
 @pytest.fixture(scope="session")
+def ref_dpo(tmp_path_factory, ref_sft, dist_data) -> str:
+    out = str(tmp_path_factory.mktemp("ref_dpo"))
+    R.run_stage("dpo", "configs/tiny/dpo.yaml", R.dpo_args(out, ref_sft, dist_data["pairs"]), 1, "single")
+    return out
+
+
+@pytest.fixture(scope="session")
 def ref_ppo(tmp_path_factory, ref_sft, ref_rm, dist_data) -> str:
     out = str(tmp_path_factory.mktemp("ref_ppo"))
     R.run_stage("ppo", "configs/tiny/ppo.yaml", R.ppo_args(out, ref_sft, ref_rm, dist_data["text"]), 1, "single")
@@ -61,10 +68,10 @@ def ref_ppo(tmp_path_factory, ref_sft, ref_rm, dist_data) -> str:
 
 
 # the ZeRO-3 run of each stage goes through a different launcher, so every recipe runs for real at least once
-ZERO3_LAUNCHER = {"pretrain": "multi_gpu", "sft": "accelerate", "rm": "torchrun", "ppo": "deepspeed"}
+ZERO3_LAUNCHER = {"pretrain": "multi_gpu", "sft": "accelerate", "rm": "torchrun", "dpo": "torchrun", "ppo": "deepspeed"}
 
 
-NEEDS = {"pretrain": (), "sft": ("pretrain",), "rm": ("pretrain",), "ppo": ("sft", "rm")}
+NEEDS = {"pretrain": (), "sft": ("pretrain",), "rm": ("pretrain",), "dpo": ("sft",), "ppo": ("sft", "rm")}
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +89,7 @@ def zero_run(tmp_path_factory, micro_model_config, dist_data):
                 "pretrain": lambda: R.pretrain_args(out, micro_model_config),
                 "sft": lambda: R.sft_args(out, ref["pretrain"]),
                 "rm": lambda: R.rm_args(out, ref["pretrain"], dist_data["pairs"]),
+                "dpo": lambda: R.dpo_args(out, ref["sft"], dist_data["pairs"]),
                 "ppo": lambda: R.ppo_args(out, ref["sft"], ref["rm"], dist_data["text"]),
             }[stage]()
             launcher = ZERO3_LAUNCHER[stage] if zero == 3 else "torchrun"

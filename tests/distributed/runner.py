@@ -114,6 +114,14 @@ def rm_args(out: str, base: str, test_pairs: str) -> list[str]:
             "train.warmup_steps=1", "train.learning_rate=1e-3", "run.save_steps=1000"]
 
 
+def dpo_args(out: str, sft: str, test_pairs: str) -> list[str]:
+    # full fine-tuning: under ZeRO-3 the frozen reference copy is partitioned too (TRL's prepare_deepspeed)
+    return [f"run.output_dir={out}", f"model.name_or_path={sft}", "run.progress=false", "run.resume=never",
+            f"data.test_file={test_pairs}", "data.max_train_pairs=24", "deepspeed.global_batch_size=8",
+            "deepspeed.micro_batch_size=4", "train.max_steps=3", "train.warmup_steps=1", "train.learning_rate=1e-3",
+            "run.logging_steps=1", "run.save_steps=1000"]
+
+
 def ppo_args(out: str, sft: str, rm: str, ptx_eval: str) -> list[str]:
     # greedy generation: the rollout does not depend on how prompts are spread over ranks (docs/scaling.md);
     # micro batch 2 in both runs (1 process: accumulation 2; 2 processes: 1), so every loss averages the same rows

@@ -20,11 +20,11 @@ from .conftest import metrics, summary
 
 pytestmark = pytest.mark.distributed
 
-STAGES = ("pretrain", "sft", "rm", "ppo")
+STAGES = ("pretrain", "sft", "rm", "dpo", "ppo")
 CASES = [pytest.param(stage, zero, id=f"{stage}-zero{zero}", marks=() if zero == 3 else pytest.mark.slow)
          for zero in (3, 1, 2) for stage in STAGES]
 # what each stage's models started from (pretrain starts from a seeded random initialisation)
-START = {"sft": {"": "pretrain"}, "rm": {"": "pretrain"}, "ppo": {"": "sft", "critic": "rm"}}
+START = {"sft": {"": "pretrain"}, "rm": {"": "pretrain"}, "dpo": {"": "sft"}, "ppo": {"": "sft", "critic": "rm"}}
 
 
 def derived(out: str) -> dict:
@@ -67,6 +67,11 @@ def test_two_processes_match_one(stage, zero, request, zero_run):
     if stage == "rm":
         assert summary(out)["test_accuracy"] == summary(ref)["test_accuracy"]
         assert summary(out)["test_mean_margin"] == pytest.approx(summary(ref)["test_mean_margin"], abs=1e-4)
+    if stage == "dpo":  # the same loss at every step, and the same implicit-reward accuracy and margin at the end
+        a, b = [r["loss"] for r in metrics(ref) if "loss" in r], [r["loss"] for r in metrics(out) if "loss" in r]
+        assert len(a) == len(b) == 3 and a == pytest.approx(b, abs=1e-5) and a[0] != a[-1]
+        assert summary(out)["test_accuracy"] == summary(ref)["test_accuracy"]
+        assert summary(out)["test_margin"] == pytest.approx(summary(ref)["test_margin"], abs=1e-4)
 
 
 @pytest.mark.slow
