@@ -20,6 +20,7 @@ import rlhf.engine.hf as H
 from rlhf.cli import main as cli_main
 from rlhf.config import (
     CompareStageConfig,
+    DPOStageConfig,
     EvalStageConfig,
     PipelineConfig,
     PPOStageConfig,
@@ -28,7 +29,7 @@ from rlhf.config import (
     SFTStageConfig,
     load_config,
 )
-from rlhf.stages import compare, pipeline, ppo, pretrain, rm, sft
+from rlhf.stages import compare, dpo, pipeline, ppo, pretrain, rm, sft
 from rlhf.stages import eval as ev
 
 from .conftest import ROOT
@@ -96,7 +97,7 @@ def straight(tmp_path_factory, micro_base) -> str:
 
 def test_every_stage_command_is_a_noop_when_finished_and_refuses_changed_data(tmp_path, micro_model_config,
                                                                              micro_sft, capsys):
-    """pretrain -> sft -> rm -> ppo, compare and eval, each tiny; run again, each one only says it finished."""
+    """pretrain -> sft -> rm -> dpo -> ppo, compare and eval, each tiny; run again, each one only says it finished."""
     d = tmp_path
     data = d / "sft_data.jsonl"  # a copy, so that its contents can change under the same name below
     shutil.copy(os.path.join(ROOT, "data/palms/values_targeted.jsonl"), data)
@@ -111,6 +112,9 @@ def test_every_stage_command_is_a_noop_when_finished_and_refuses_changed_data(tm
     runs["sft"] = (sft, sft_cfg(d / "sft", base, "train.max_steps=2", f"data.train_file={data}"))
     runs["rm"] = (rm, load_config(RMStageConfig, "configs/tiny/rm.yaml", [
         f"run.output_dir={d / 'rm'}", f"model.name_or_path={d / 'sft'}", q, "train.max_steps=1",
+        "data.max_train_pairs=8", "data.test_file=", "deepspeed.global_batch_size=8"]))
+    runs["dpo"] = (dpo, load_config(DPOStageConfig, "configs/tiny/dpo.yaml", [
+        f"run.output_dir={d / 'dpo'}", f"model.name_or_path={d / 'sft'}", q, "train.max_steps=1",
         "data.max_train_pairs=8", "data.test_file=", "deepspeed.global_batch_size=8"]))
     runs["ppo"] = (ppo, load_config(PPOStageConfig, "configs/tiny/ppo.yaml", [
         f"run.output_dir={d / 'ppo'}", f"model.name_or_path={d / 'sft'}", q, "reward.model=",
