@@ -37,20 +37,25 @@ def longer_wins_accuracy(chosen: list[str], rejected: list[str]) -> float:
     return sum(len(c) > len(r) for c, r in zip(chosen, rejected)) / max(1, len(chosen))
 
 
+def accuracy_per_category(r_chosen: list[float], r_rejected: list[float], categories: list[str | None]) -> dict:
+    """Share of pairs with r_chosen > r_rejected (ties wrong) per category, "(none)" for rows without one."""
+    per_cat: dict[str, list[int]] = defaultdict(list)
+    for c, r, cat in zip(r_chosen, r_rejected, categories):
+        per_cat[cat or "(none)"].append(int(c > r))
+    return {k: sum(v) / len(v) for k, v in sorted(per_cat.items())}
+
+
 def reward_report(
     r_chosen: list[float], r_rejected: list[float], chosen: list[str], rejected: list[str],
     categories: list[str | None], bins: int = 10,
 ) -> dict:
     """All metrics the reward stage writes into summary.json."""
-    per_cat: dict[str, list[int]] = defaultdict(list)
-    for c, r, cat in zip(r_chosen, r_rejected, categories):
-        per_cat[cat or "(none)"].append(int(c > r))
     return {
         "accuracy": accuracy(r_chosen, r_rejected),
         "mean_margin": sum(c - r for c, r in zip(r_chosen, r_rejected)) / max(1, len(r_chosen)),
         "ece": expected_calibration_error(r_chosen, r_rejected, bins),
         "length_baseline_accuracy": longer_wins_accuracy(chosen, rejected),
-        "accuracy_per_category": {k: sum(v) / len(v) for k, v in sorted(per_cat.items())},
+        "accuracy_per_category": accuracy_per_category(r_chosen, r_rejected, categories),
         "pairs": len(r_chosen),
     }
 
@@ -65,12 +70,9 @@ def implicit_reward_report(
     itself gives the chosen response the higher log-probability."""
     r_c = [beta * (p - q) for p, q in zip(chosen, ref_chosen)]
     r_r = [beta * (p - q) for p, q in zip(rejected, ref_rejected)]
-    per_cat: dict[str, list[int]] = defaultdict(list)
-    for c, r, cat in zip(r_c, r_r, categories):
-        per_cat[cat or "(none)"].append(int(c > r))
     return {
         "accuracy": accuracy(r_c, r_r),
         "margin": sum(c - r for c, r in zip(r_c, r_r)) / max(1, len(r_c)),
-        "accuracy_per_category": {k: sum(v) / len(v) for k, v in sorted(per_cat.items())},
+        "accuracy_per_category": accuracy_per_category(r_c, r_r, categories),
         "logp_accuracy": accuracy(chosen, rejected),
     }
