@@ -385,3 +385,14 @@ def test_hub_model_that_cannot_be_fetched_is_one_line(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     one_error(proc.returncode, proc.stderr, "model.name_or_path", "nobody-here/no-such-model", "hub")
     assert not out.exists()
+
+
+def test_compare_with_every_answer_cut_off_is_one_error_line_naming_the_lever(micro_sft, tmp_path, capsys):
+    """Every sampled answer cut off at max_new_tokens leaves no pair to label: one error line that says which key to
+    raise (it was a traceback)."""
+    out = str(tmp_path / "compare")
+    rc = cli_main(["compare", os.path.join(ROOT, "configs/tiny/compare.yaml"), f"run.output_dir={out}",
+                   f"model.name_or_path={micro_sft}", "run.progress=false", "data.max_prompts=2",
+                   "generation.max_new_tokens=1", "generation.temperature=1.0"])
+    line = one_error(rc, capsys.readouterr().err, "decided none of", "generation.max_new_tokens")
+    assert "'incomplete': 12" in line  # 2 prompts x C(4, 2) pairs, every one with an answer cut off

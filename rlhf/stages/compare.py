@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from rlhf import engine as E
 from rlhf.config import CompareStageConfig
 from rlhf.data.formats import load_categories
+from rlhf.errors import TrainingError
 from rlhf.eval.judges import PairItem
 from rlhf.eval.models import build_judge, fingerprint, load_policy, model_stamp
 from rlhf.models.policy import generate, response_texts
@@ -162,8 +163,11 @@ def run(cfg: CompareStageConfig) -> dict:
     judge = build_judge(cfg.compare.judge, cfg, cfg.model.dtype, device)
     pairs, counts = make_pairs(prompts, rows, judge, cfg.compare.keep_incomplete)
     if not pairs:
-        raise RuntimeError(f"[compare] the judge decided none of {counts['pairs']} pairs ({counts}); nothing to "
-                           "train a reward model on: sample more responses per prompt or at a higher temperature")
+        hint = ("most answers were cut off: raise generation.max_new_tokens (or set compare.keep_incomplete)"
+                if counts["incomplete"] > counts["pairs"] // 2 else
+                "sample more responses per prompt or at a higher temperature")
+        raise TrainingError(f"[compare] the judge decided none of {counts['pairs']} pairs ({counts}); nothing to "
+                            f"train a reward model on: {hint}")
     summary = {
         "stage": "compare", "prompts": len(prompts), "responses": len(rows),
         "eos_rate": sum(r["eos"] for r in rows) / len(rows), "judge": judge.name, **counts,
