@@ -86,6 +86,16 @@ def test_eval_writes_reports_caches_generations_and_round_trips_human_verdicts(t
     assert len(samples) == 80 and set(samples[0]["verdicts"]) == {"rubric", "reward_model"}
     report = open(os.path.join(out, "report.md")).read()
     assert "| base | rubric |" in report and "![win rates](winrates.png)" in report
+    # the rubric on the pairs where both answers ended with EOS, and each model's EOS rate, recounted from the files
+    finished = [x for x in samples if x["candidate_eos"] and x["baseline_eos"]]
+    f = res["candidates"]["base"]["rubric_finished"]["overall"]
+    assert 0 < f["n"] == len(finished) < 80
+    assert (f["wins"], f["ties"]) == (sum(x["verdicts"]["rubric"] == "win" for x in finished),
+                                      sum(x["verdicts"]["rubric"] == "tie" for x in finished))
+    for name in models:
+        rows = [json.loads(x) for x in open(os.path.join(out, "generations", f"{name}.jsonl"))]
+        assert res["eos_rate"][name] == sum(r["eos"] for r in rows) / len(rows)
+    assert "| base | rubric_finished |" in report and "ended with EOS" in report
     # KL(base || sft) on base's own samples: a divergence between two different models is positive
     assert set(res["kl_to_baseline"]) == {"base"} and res["kl_to_baseline"]["base"] > 0
     assert "## KL divergence from sft" in report

@@ -133,6 +133,12 @@ def markdown(results: dict, cfg, plot_files: dict[str, str]) -> str:
             o = s["overall"]
             lines.append(f"| {c} | {j} | {o['wins']} | {o['ties']} | {o['losses']} | {_pct(o['win_rate'])} | "
                          f"{_pct(o['ci_low'])} - {_pct(o['ci_high'])} |")
+    if any("rubric_finished" in by_judge for by_judge in results["candidates"].values()):
+        lines += ["", "`rubric_finished`: the rubric's verdicts on the pairs whose two answers both ended with EOS "
+                  "(content alone: the rubric's cap on cut-off answers decides none of them)."]
+    if results.get("eos_rate"):
+        lines += ["", "Answers that ended with EOS (not cut off at `generation.max_new_tokens`): " + ", ".join(
+            f"{m} {_pct(r)}" for m, r in results["eos_rate"].items()) + "."]
     if "winrates" in plot_files:
         lines += ["", f"![win rates]({plot_files['winrates']})"]
     if results.get("agreement"):
@@ -144,7 +150,9 @@ def markdown(results: dict, cfg, plot_files: dict[str, str]) -> str:
         for pair, by_cand in results["agreement"].items():
             for c, a in by_cand.items():
                 lines.append(f"| {pair} | {c} | {a['decided_by_both']} | {_pct(a['rate'])} |")
-    lines += ["", "## Per category", ""]
+    lines += ["", "## Per category", "",
+              "Indicative only: a category has few prompts (5 in the PALMS evaluation set), and a bootstrap interval "
+              "over so few prompts covers less often than its nominal 95%.", ""]
     for c, by_judge in results["candidates"].items():
         for j, s in by_judge.items():
             lines += [f"**{c}, {j} judge**", "", "| category | n | win rate | 95% CI |", "|---|---|---|---|"]

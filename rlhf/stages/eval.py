@@ -11,7 +11,9 @@ generate -> judge -> statistics -> capability -> report:
    a verdict (win / tie / loss, candidate's view) with the whole prompt conversation in front of it (the rubric
    matches on the last user message): ``rubric`` (the offline stand-in for human raters), ``reward_model``
    (normalised scores), ``llm`` (a local LM in both orders), ``human`` (an annotation sheet is written;
-   ``rlhf eval CONFIG --import-human FILE`` reads the verdicts back).
+   ``rlhf eval CONFIG --import-human FILE`` reads the verdicts back). The rubric's verdicts are also summarised
+   over the pairs whose two answers both ended with EOS (``rubric_finished``): content alone, without the
+   rubric's cap on cut-off answers deciding a pair.
 3. Per candidate x judge x category and overall: wins, ties, losses, win rate (ties count half) and a 95% paired
    bootstrap interval over prompts; the rubric's mean 1-5 score per model and category with its interval.
 4. Capability integrity: perplexity of every model on held-out pretraining text.
@@ -37,6 +39,9 @@ from rlhf.eval.models import build_judge, fingerprint, load_policy, model_stamp
 from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.policy import generate, response_texts
 from rlhf.outputs import atomic_write_text, read_metrics, save_config, stage_output, write_json
+
+
+FINISHED = "rubric_finished"  # results key: the rubric's verdicts on the pairs where both answers ended with EOS
 
 
 def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict], device) -> list[dict]:
@@ -173,13 +178,21 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
     # 3. statistics
     n_res, seed = cfg.eval.bootstrap_resamples, cfg.run.seed
     results: dict = {"baseline": baseline, "candidates": {}, "rubric_scores": {}, "perplexity": {},
-                     "kl_to_baseline": kl}
+                     "kl_to_baseline": kl,
+                     "eos_rate": {name: sum(r["eos"] for r in rows) / len(rows) for name, rows in gens.items()}}
     for c in candidates:
         results["candidates"][c] = {}
         pids = [it.prompt_id for it in items[c]]
         cats = [it.category for it in items[c]]
         for jname, v in verdicts[c].items():
             results["candidates"][c][jname] = stats.summarize(v, pids, cats, n_res, seed)
+        if "rubric" in verdicts[c]:
+            # the rubric on content alone: only the pairs whose two answers both ended with EOS, so that its cap
+            # on cut-off answers decides none of them
+            fin = [i for i, it in enumerate(items[c]) if it.candidate_eos and it.baseline_eos]
+            results["candidates"][c][FINISHED] = stats.summarize([verdicts[c]["rubric"][i] for i in fin],
+                                                                 [pids[i] for i in fin], [cats[i] for i in fin],
+                                                                 n_res, seed)
     # how often the judges agree where both decided (e.g. the proxy reward model against the gold rubric)
     names = [j for j in cfg.eval.judges if all(j in verdicts[c] for c in candidates)]
     results["agreement"] = {}
