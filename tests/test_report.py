@@ -129,3 +129,26 @@ def test_report_stage_row_of_dpo(run_dir):
     assert ("| dpo | dpo | 26 steps on `data/preferences/train.jsonl`, loss sigmoid, beta 0.1 | 2 min 21 s | - | "
             "test accuracy of the implicit reward 0.923 (margin +1.26) on 104 pairs; the policy prefers the chosen "
             "response on 0.317 -> 0.413 |") in build([run_dir])
+
+
+def test_report_covers_every_eval_stage_with_eos_rates(run_dir):
+    """A pipeline with two evaluations (against SFT and against the base model) gets a table for each; a judge with
+    no pairs (the rubric on finished pairs when none finished) shows as such; EOS rates get a column."""
+    cfg = yaml.safe_load(open(f"{run_dir}/config.yaml"))
+    cfg["stages"].append({"name": "eval_vs_base", "command": "eval"})
+    _write(f"{run_dir}/config.yaml", cfg)
+    summary = json.load(open(f"{run_dir}/pipeline_summary.json"))
+    summary["stages"]["eval_vs_base"] = {"seconds": 5.0, "peak_rss_gib": 1.0}
+    _write(f"{run_dir}/pipeline_summary.json", summary)
+    _write(f"{run_dir}/eval_vs_base/summary.json", {"stage": "eval", "models": ["base", "ppo"], "judges": ["rubric"]})
+    _write(f"{run_dir}/eval_vs_base/config.yaml", {"eval": {"samples_per_prompt": 2}, "data": {"prompt_file": "p"}})
+    none = {"wins": 0, "ties": 0, "losses": 0, "win_rate": None, "ci_low": None, "ci_high": None}
+    _write(f"{run_dir}/eval_vs_base/winrates.json", {
+        "baseline": "base", "eos_rate": {"ppo": 0.9125, "base": 0.4},
+        "candidates": {"ppo": {"rubric": _overall((50, 20, 10), 0, 0.62, 0.8), "rubric_finished": {"overall": none}}}})
+    text = build([run_dir])
+    assert "### Win rates against sft (stage `eval`)" in text
+    assert "### Win rates against base (stage `eval_vs_base`)" in text
+    # (50 + 20/2) / 80 = 75.0%; 0.9125 -> "91.2%" (half to even)
+    assert "| ppo | 75.0% [62.0, 80.0] | 50 / 20 / 10 | - (no pairs) | 0 / 0 / 0 | 91.2% |" in text
+    assert "| base (the baseline) | - | - | - | - | 40.0% |" in text
