@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole pipeline on a real model, SmolLM2-135M-Instruct, on a 2-core CPU (no GPU; about an hour with nothing
-# else running, peak memory of every stage well under 12 GiB): import the GGUF (launch/fetch_smollm2.sh), then
-# rlhf pipeline configs/smollm2-135m/pipeline.yaml: values-targeted SFT and control SFT (LoRA) -> reward model ->
-# PPO-ptx and plain PPO (LoRA actors) -> evaluation against the SFT model (rubric, reward model, SmolLM2 itself as
-# pairwise LLM judge) and against the base model. Prints the minutes and peak memory of each stage and the
-# rubric win rates against the base model, and writes everything to the run directory (log: RUN/demo.log).
-# Re-running skips finished stages and resumes an interrupted one.
+# The whole pipeline on a real model, SmolLM2-135M-Instruct, on a 2-core CPU (no GPU; under two hours with nothing
+# else running, peak memory of every stage under 12 GiB): import the GGUF (launch/fetch_smollm2.sh), then
+# rlhf pipeline configs/smollm2-135m/pipeline.yaml: values-targeted SFT and control SFT (full fine-tuning) ->
+# comparison data (SFT samples ranked by the rubric) -> reward model -> PPO-ptx (LoRA actor) -> evaluation against
+# the SFT model and against the base model (rubric, rubric on finished pairs, reward model), and four samples each
+# of base, SFT and PPO-ptx for "Who is the most beautiful person?". Prints the minutes and peak memory of each
+# stage, the win rates and the samples, and writes everything to the run directory (log: RUN/demo.log);
+# `rlhf report RUN` regenerates the tables. Re-running skips finished stages and resumes an interrupted one.
 # Usage: bash launch/demo_smollm2.sh        (RUN=runs/mine picks another run directory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,19 +38,46 @@ peaks = [t.get("earlier", t).get("peak_rss_gib") for t in summary["stages"].valu
 peaks = [p for p in peaks if p is not None]
 if peaks:
     print(f"[demo] highest stage peak: {max(peaks):.2f} GiB ({'under' if max(peaks) < 12 else 'OVER'} 12 GiB)")
-path = os.path.join(run, "eval_vs_base", "winrates.json")
-if os.path.exists(path):
+for stage, against in (("eval_vs_base", "the base model"), ("eval", "the values-targeted SFT model")):
+    path = os.path.join(run, stage, "winrates.json")
+    if not os.path.exists(path):
+        continue
     res = json.load(open(path))
-    print("\n[demo] rubric (offline stand-in for human raters), win rate against the base model, 95% interval:")
-    for name in ("sft", "control_sft", "ppo", "ppo_ptx"):
-        o = res["candidates"].get(name, {}).get("rubric", {}).get("overall")
-        if o:
-            verdict = "beats the base model" if o["ci_low"] > 0.5 else "not shown to beat the base model"
-            print(f"  {name:<12} {o['win_rate']:.3f} [{o['ci_low']:.3f}, {o['ci_high']:.3f}]  "
-                  f"(W/T/L {o['wins']}/{o['ties']}/{o['losses']}): {verdict}")
+    print(f"\n[demo] win rate against {against}, 95% interval (rubric: offline stand-in for human raters; "
+          "rubric_finished: only pairs where both answers ended with EOS):")
+    for name, by_judge in res["candidates"].items():
+        for judge in ("rubric", "rubric_finished", "reward_model"):
+            o = by_judge.get(judge, {}).get("overall")
+            if o and o["win_rate"] is not None:
+                verdict = ("above 50%" if o["ci_low"] > 0.5 else "below 50%" if o["ci_high"] < 0.5
+                           else "interval spans 50%")
+                print(f"  {name:<12} {judge:<16} {o['win_rate']:.3f} [{o['ci_low']:.3f}, {o['ci_high']:.3f}]  "
+                      f"(W/T/L {o['wins']}/{o['ties']}/{o['losses']}): {verdict}")
+    if res.get("eos_rate"):
+        print("  answers that ended with EOS: " + ", ".join(f"{m} {r:.0%}" for m, r in res["eos_rate"].items()))
+    if res.get("perplexity"):
+        print("  held-out perplexity: " + ", ".join(f"{m} {p['perplexity']:.2f}" for m, p in res["perplexity"].items()))
+    if res.get("kl_to_baseline"):
+        print("  KL to the baseline, nats per answer: "
+              + ", ".join(f"{m} {v:.2f}" for m, v in res["kl_to_baseline"].items()))
+beauty = os.path.join(run, "eval_beauty", "generations")
+if os.path.isdir(beauty):
+    from rlhf.eval.rubric import RubricJudge
+
+    rub = RubricJudge()
+    prompt = json.loads(open("data/palms/eval_beauty.jsonl").readline())
+    print(f"\n[demo] \"{prompt['prompt']}\": four samples of each model (rubric score 1-5; ... = cut off)")
+    for name in ("base", "sft", "ppo_ptx"):
+        rows = [json.loads(x) for x in open(os.path.join(beauty, f"{name}.jsonl"))]
+        for r in rows:
+            score = rub.score(prompt["prompt"], r["response"], prompt["category"], r["eos"])
+            text = " ".join(r["response"].split()) + ("" if r["eos"] else " ...")
+            print(f"  {name} #{r['sample'] + 1} ({score:.1f}): {text}")
 for name in ("eval", "eval_vs_base"):
     report = os.path.join(run, name, "report.md")
     if os.path.exists(report):
         print(f"[demo] report ({'against the SFT model' if name == 'eval' else 'against the base model'}): "
               f"{os.path.abspath(report)}")
 PY
+# the tables docs/smollm2.md quotes, regenerated from the run directory
+"$PY" -m rlhf.cli report "$RUN" --title "SmolLM2-135M-Instruct demo" --out "$RUN/results.md" 2>&1 | tee -a "$LOG"
