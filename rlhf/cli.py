@@ -199,6 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--title", default="", help="heading of the generated file")
     rp.set_defaults(func=lambda a: importlib.import_module("rlhf.report").main(a))
 
+    pl = sub.add_parser("plan", help="per-rank memory of a stage for every ZeRO stage and offload choice, and the "
+                                     "lowest setting that fits a device",
+                        description="Estimates, before anything is loaded, the per-rank memory of the stage in CONFIG: "
+                                    "model states (trainable and frozen models, optimizer, gradients), activations of "
+                                    "a training micro batch, and for PPO the gathered actor and KV cache of generation, "
+                                    "for ZeRO 0-3 with and without CPU offload (method: rlhf/tools/plan.py).")
+    pl.add_argument("config", help="a stage's YAML config")
+    pl.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. deepspeed.micro_batch_size=4")
+    pl.add_argument("--stage", choices=["pretrain", "sft", "rm", "dpo", "ppo"],
+                    help="the stage (default: detected from the config's sections)")
+    pl.add_argument("--gpus", type=int, default=1, help="devices per node (default 1)")
+    pl.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    pl.add_argument("--gpu-memory", type=float, help="memory per device in GiB: recommend the lowest setting that fits")
+    pl.add_argument("--model-config", help="a config.json (or model directory) to take the shapes from instead of "
+                                           "the config's model")
+    pl.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.plan").main(a))
+
     cs = sub.add_parser("config", help="list every config key of a stage with its type, default and doc")
     cs.add_argument("stage", choices=list(STAGES))
     cs.set_defaults(func=_config_show)
