@@ -40,7 +40,6 @@ from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.policy import generate, response_texts
 from rlhf.outputs import atomic_write_text, read_metrics, save_config, stage_output, write_json
 
-
 FINISHED = "rubric_finished"  # results key: the rubric's verdicts on the pairs where both answers ended with EOS
 
 
