@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+FINISHED = "rubric_finished"  # results key: the rubric's verdicts on the pairs where both answers ended with EOS
+
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
@@ -133,7 +135,7 @@ def markdown(results: dict, cfg, plot_files: dict[str, str]) -> str:
             o = s["overall"]
             lines.append(f"| {c} | {j} | {o['wins']} | {o['ties']} | {o['losses']} | {_pct(o['win_rate'])} | "
                          f"{_pct(o['ci_low'])} - {_pct(o['ci_high'])} |")
-    if any("rubric_finished" in by_judge for by_judge in results["candidates"].values()):
+    if any(FINISHED in by_judge for by_judge in results["candidates"].values()):
         lines += ["", "`rubric_finished`: the rubric's verdicts on the pairs whose two answers both ended with EOS "
                   "(content alone: the rubric's cap on cut-off answers decides none of them)."]
     if results.get("eos_rate"):

@@ -40,8 +40,6 @@ from rlhf.eval.perplexity import lm_loss, perplexity
 from rlhf.models.policy import generate, response_texts
 from rlhf.outputs import atomic_write_text, read_metrics, save_config, stage_output, write_json
 
-FINISHED = "rubric_finished"  # results key: the rubric's verdicts on the pairs where both answers ended with EOS
-
 
 def generations(cfg: EvalStageConfig, name: str, path: str, prompts: list[dict], device) -> list[dict]:
     """Cached responses of model ``name``: rows {prompt_id, sample, response, eos}."""
@@ -189,7 +187,7 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
             # the rubric on content alone: only the pairs whose two answers both ended with EOS, so that its cap
             # on cut-off answers decides none of them
             fin = [i for i, it in enumerate(items[c]) if it.candidate_eos and it.baseline_eos]
-            results["candidates"][c][FINISHED] = stats.summarize([verdicts[c]["rubric"][i] for i in fin],
+            results["candidates"][c][R.FINISHED] = stats.summarize([verdicts[c]["rubric"][i] for i in fin],
                                                                  [pids[i] for i in fin], [cats[i] for i in fin],
                                                                  n_res, seed)
     # how often the judges agree where both decided (e.g. the proxy reward model against the gold rubric)

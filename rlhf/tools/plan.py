@@ -35,8 +35,8 @@ PPO's generation holds the whole actor (gathered under ZeRO-3, ``ppo.gather_for_
 hold one micro batch of logits. The reported peak is the largest of the training step and the generation phase.
 
 These are estimates: allocator fragmentation, the CUDA context (about 0.5-1 GiB), communication buckets and
-temporary buffers are not modelled, so the recommendation keeps 10% of the device free. docs/scaling.md compares
-them with measured peaks.
+temporary buffers are not modelled, so the recommendation keeps 10% of the device free. Validation against
+measured peaks is still to be done (docs/scaling.md gives the one comparison made so far).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def parts(stage: str, cfg, shape: Shape) -> list[ModelPart]:
 def states(part: ModelPart, zero: int, off_opt: bool, off_param: bool, world: int, precision: str) -> tuple[int, int]:
     """(device bytes, CPU bytes) of one model's weights, gradients and optimizer on one rank."""
     b = 4 if precision == "fp32" else 2
-    n = world
+    n = world  # ranks sharing the partitioned states
     w = part.params * b
     dev, cpu = 0, 0
     if zero == 3:
