@@ -69,6 +69,8 @@ def test_eval_config_errors_name_the_key(tmp_path, micro_sft):
         eval_cfg(tmp_path, {"a": micro_sft, "b": micro_sft}, "eval.baseline=nope")
     with pytest.raises(ConfigError, match="unknown judge 'gpt'"):
         eval_cfg(tmp_path, {"sft": micro_sft, "b": micro_sft}, "eval.judges=[gpt]")
+    with pytest.raises(ConfigError, match="score_batch_size"):
+        eval_cfg(tmp_path, {"sft": micro_sft, "b": micro_sft}, "eval.score_batch_size=-1")
 
 
 def test_eval_writes_reports_caches_generations_and_round_trips_human_verdicts(tmp_path, micro_base, micro_sft, micro_rm):
@@ -194,6 +196,11 @@ def test_max_prompts_and_max_blocks_evaluate_the_first_prompts_and_blocks_only(t
     assert res["perplexity"]["sft"]["blocks"] == 2 and res["perplexity"]["sft"] == res["perplexity"]["again"]
     first = [json.loads(x)["prompt"] for x in open(os.path.join(ROOT, "data/palms/eval_prompts.jsonl"))][:3]
     assert [json.loads(x)["prompt"] for x in open(os.path.join(out, "samples.jsonl"))] == first
+    # a scoring batch of one sequence (eval.score_batch_size) gives the batched perplexity: only memory changes
+    one = ev.run(eval_cfg(str(tmp_path / "one"), {"sft": micro_sft, "again": micro_sft}, "data.max_prompts=3",
+                          "eval.judges=[rubric]", "data.max_blocks=2", "eval.samples_per_prompt=1",
+                          "generation.max_new_tokens=4", "eval.score_batch_size=1", "eval.batch_size=2"))
+    assert one["perplexity"]["sft"]["loss"] == pytest.approx(res["perplexity"]["sft"]["loss"], rel=1e-5)
 
 
 def test_two_evals_share_one_generation_cache(tmp_path, micro_base, micro_sft):

@@ -12,11 +12,11 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rlhf.algos.losses import pairwise_loss
+from rlhf.algos.losses import grouped_pairwise_loss, pairwise_loss
 from rlhf.config import RMStageConfig, load_config
 from rlhf.data.check import check_file
 from rlhf.data.formats import DataError, Row
-from rlhf.data.preference import encode_pair, load_preferences, parse_hh, parse_preference_row
+from rlhf.data.preference import encode_pair, group_by_prompt, load_preferences, parse_hh, parse_preference_row
 from rlhf.eval.reward_metrics import accuracy, expected_calibration_error, longer_wins_accuracy
 from rlhf.models.reward import Normalization, RewardScorer
 from rlhf.stages import rm
@@ -163,6 +163,46 @@ def test_shipped_preference_data_meets_the_spec():
     assert not evals & {e.prompt[0]["content"] for e in train + test}
 
 
+def test_grouped_loss_with_one_pair_per_prompt_is_the_pairwise_loss():
+    rc, rr, m = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([1.0, 1.5, -1.0]), torch.tensor([0.5, 0.0, 0.2])
+    scores = torch.stack([rc, rr], 1).reshape(-1)  # c0 r0 c1 r1 c2 r2
+    idx = torch.arange(3)
+    got, got_stats = grouped_pairwise_loss(scores, 2 * idx, 2 * idx + 1, torch.full((3,), 1 / 3), m, 0.01)
+    want, want_stats = pairwise_loss(rc, rr, m, 0.01)
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
+    assert all(got_stats[k].item() == pytest.approx(want_stats[k].item(), abs=1e-6) for k in want_stats)
+
+
+def group_rows(tmp_path):
+    """Prompt P with three ranked responses a > b > c (all three pairs) and prompt Q with one pair d > e."""
+    rows = [{"prompt": "P", "chosen": "a", "rejected": "b"}, {"prompt": "Q", "chosen": "d", "rejected": "e"},
+            {"prompt": "P", "chosen": "a", "rejected": "c"}, {"prompt": "P", "chosen": "b", "rejected": "c"}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    return load_preferences(str(path), tok, {}, 64), tok
+
+
+def test_group_by_prompt_scores_each_response_once_and_weighs_each_prompt_once(tmp_path):
+    """InstructGPT's batching by hand: P's three pairs share one element with three distinct responses, each pair
+    weighted 1/3 of P; Q's pair is an element of its own; the two elements weigh 1/2 each in the batch."""
+    (ex, enc), tok = group_rows(tmp_path)
+    groups = group_by_prompt(ex, enc)
+    assert [len(g["seqs"]) for g in groups] == [3, 2]
+    assert groups[0]["pair_c"] == [0, 0, 1] and groups[0]["pair_r"] == [1, 2, 2]
+    assert groups[0]["seqs"][2] == enc[2]["rejected_ids"]  # c, as its pair tokenised it
+    batch = rm.GroupCollator(tok.pad_token_id)(groups)
+    assert batch["input_ids"].shape[0] == 5  # 5 distinct responses, not 8 = 2 per pair
+    assert batch["pair_c"].tolist() == [0, 0, 1, 3] and batch["pair_r"].tolist() == [1, 2, 2, 4]
+    assert batch["pair_w"].tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    s = {"a": 2.0, "b": 0.0, "c": -1.0, "d": 0.5, "e": 1.0}
+    scores = torch.tensor([s["a"], s["b"], s["c"], s["d"], s["e"]])
+    loss, stats = grouped_pairwise_loss(scores, batch["pair_c"], batch["pair_r"], batch["pair_w"], batch["margin"])
+    p_loss = -(math.log(sig(2.0)) + math.log(sig(3.0)) + math.log(sig(1.0))) / 3
+    assert loss.item() == pytest.approx(0.5 * p_loss - 0.5 * math.log(sig(-0.5)), abs=1e-6)
+    assert stats["accuracy"].item() == pytest.approx(0.5)  # P's pairs all right, Q's wrong
+
+
 # ---- the stage on the micro default -------------------------------------------------------------------------
 
 
@@ -217,3 +257,44 @@ def test_max_train_pairs_trains_on_the_first_pairs_only(tmp_path, micro_sft):
     derived = yaml.safe_load(open(os.path.join(out, "config.yaml")))["derived"]
     assert derived["train_pairs"] == 12
     assert s["normalization"] and json.load(open(os.path.join(out, "reward_normalization.json")))["count"] == 12
+
+
+def ranked_compare_file(tmp_path) -> str:
+    """12 prompts of the training pairs, each with three responses ranked chosen > rejected > a cut-off rejected
+    (all three pairs, as ``rlhf compare`` writes them)."""
+    rows = [json.loads(x) for x in open(os.path.join(ROOT, "data/preferences/train.jsonl"))][200:212]
+    out = []
+    for r in rows:
+        worst = " ".join(r["rejected"].split()[:4])
+        for c, x in ((r["chosen"], r["rejected"]), (r["chosen"], worst), (r["rejected"], worst)):
+            out.append({"prompt": r["prompt"], "chosen": c, "rejected": x, "category": r.get("category")})
+    path = tmp_path / "compare_pairs.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in out))
+    return str(path)
+
+
+def test_rm_grouped_by_prompt_learns_and_scores_extra_test_files(tmp_path, micro_sft):
+    """data.group_by_prompt: 60 hand pairs + 12 prompts x 3 pairs = 72 elements; the model still learns (test
+    accuracy above chance and the length baseline); an extra test file is scored like the test file."""
+    out = str(tmp_path / "rm")
+    extra = ranked_compare_file(tmp_path)
+    s = rm.run(rm_cfg(out, micro_sft, "data.group_by_prompt=true", "data.max_train_pairs=60",
+                      f"data.extra_train_files=[{extra}]", "train.epochs=4", "train.learning_rate=1e-3",
+                      "data.extra_test_files=[data/preferences/test.jsonl]"))
+    derived = yaml.safe_load(open(os.path.join(out, "config.yaml")))["derived"]
+    assert derived["train_pairs"] == 96 and derived["train_prompt_groups"] == 72
+    assert derived["train_responses"] == 60 * 2 + 12 * 3
+    assert derived["total_steps"] == 4 * math.ceil(72 / derived["global_batch"])  # steps count prompt groups
+    assert s["test_accuracy"] > 0.6 and s["test_accuracy"] > s["test_length_baseline_accuracy"] + 0.05, s
+    x = s["extra_test"]["data/preferences/test.jsonl"]
+    assert x["pairs"] == 104 and x["accuracy"] == s["test_accuracy"]
+    assert x["length_baseline_accuracy"] == pytest.approx(s["test_length_baseline_accuracy"])
+
+
+def test_rm_grouped_resume_matches_uninterrupted_run(tmp_path, micro_sft, monkeypatch):
+    from .resume import resume_matches_straight
+
+    extra = ranked_compare_file(tmp_path)
+    args = ("train.max_steps=6", "run.save_steps=3", "data.test_file=", "data.group_by_prompt=true",
+            "data.max_train_pairs=20", f"data.extra_train_files=[{extra}]")
+    resume_matches_straight(rm.run, lambda out: rm_cfg(out, micro_sft, *args), tmp_path, monkeypatch, 3)

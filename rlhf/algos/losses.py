@@ -41,6 +41,39 @@ def pairwise_loss(
     return loss, stats
 
 
+def grouped_pairwise_loss(
+    scores: torch.Tensor,
+    chosen_idx: torch.Tensor,
+    rejected_idx: torch.Tensor,
+    weights: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Bradley-Terry loss with InstructGPT's batching (Ouyang et al. 2022, eq. 1): every response is scored once and
+    each prompt's pairs are weighted 1 / C(K, 2) of their prompt, 1 / G over the G prompts of the batch.
+
+    loss = sum_p w_p [ -log sigmoid(s[c_p] - s[r_p] - m_p) ] + c * sum_p w_p (s[c_p] + s[r_p])^2
+
+    Args: scores (N,) rewards of the batch's distinct responses; chosen_idx, rejected_idx (P,) indices into scores
+    for each pair; weights (P,) summing to 1; margin (P,) or None. With one pair per prompt (weights 1 / P) this is
+    :func:`pairwise_loss`. Stats as there, averaged over pairs with the same weights.
+    """
+    r_c, r_r = scores[chosen_idx], scores[rejected_idx]  # (P,)
+    diff = r_c - r_r
+    if margin is not None:
+        diff = diff - margin
+    loss = (weights * -F.logsigmoid(diff)).sum()
+    center = (weights * (r_c + r_r) ** 2).sum()
+    if center_coef:
+        loss = loss + center_coef * center
+    stats = {
+        "accuracy": (weights * (r_c > r_r).float()).sum().detach(),
+        "margin": (weights * (r_c - r_r)).sum().detach(),
+        "center_penalty": center.detach(),
+    }
+    return loss, stats
+
+
 def policy_loss(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -123,6 +123,14 @@ class RMDataConfig:
     extra_train_files: list[str] = field(default_factory=list)
     """more pairs trained on together with train_file, e.g. the pairs.jsonl of 'rlhf compare' (ranked samples of
     the SFT model); the normalisation still defaults to train_file's chosen responses"""
+    extra_test_files: list[str] = field(default_factory=list)
+    """more held-out pairs, each file scored on its own (summary.json 'extra_test'), e.g. 'rlhf compare' pairs of
+    held-out prompts: the reward model's agreement with the judge that ranked them, on the policy's own samples"""
+    group_by_prompt: bool = False
+    """InstructGPT's batching: all pairs that share a prompt (in one file) form one batch element; each distinct
+    response is scored once and the element's loss is the mean over its C(K, 2) pairs, so a prompt with K ranked
+    responses weighs as much as one hand-written pair and its correlated pairs are not seen as independent rows.
+    global_batch_size then counts prompts, not pairs"""
 
     def check(self) -> None:
         require_positive(self, "max_length")
@@ -428,7 +436,10 @@ class EvalConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """dtype the evaluated models are loaded in"""
     batch_size: int = 16
-    """prompts per generation / scoring batch"""
+    """prompts per generation batch (and per scoring batch unless score_batch_size is set)"""
+    score_batch_size: int = 0
+    """sequences per scoring forward (held-out perplexity, KL to the baseline); 0 = batch_size. A scoring forward
+    holds batch x length x vocabulary logits: a big vocabulary wants a smaller batch here than for generation"""
     generations_dir: str = ""
     """where generations are cached ('' = OUT/generations); evals of the same models can share one (entries are
     keyed by model weights, prompts and generation settings, so a mismatch regenerates)"""
@@ -441,8 +452,14 @@ class EvalConfig:
         if bad:
             raise FieldError("judges", f"unknown judge {bad[0]!r}; choose from rubric, reward_model, llm, human")
         require_positive(self, "samples_per_prompt", "bootstrap_resamples", "batch_size")
+        if self.score_batch_size < 0:
+            raise FieldError("score_batch_size", f"must be 0 (= batch_size) or positive, got {self.score_batch_size}")
         if self.bootstrap_resamples < 1000:
             raise FieldError("bootstrap_resamples", "use at least 1000 resamples for a 95% interval")
+
+    @property
+    def scoring_batch(self) -> int:
+        return self.score_batch_size or self.batch_size
 
 
 @dataclass

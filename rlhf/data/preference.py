@@ -172,6 +172,29 @@ def dpo_features(tokenizer, ex: PrefExample, enc: dict) -> dict:
     return {"prompt_ids": c[:n], "chosen_ids": c[n:], "rejected_ids": r[n:]}
 
 
+def group_by_prompt(examples: list[PrefExample], encodings: list[dict]) -> list[dict]:
+    """InstructGPT's batch elements: the pairs of one file that share a prompt, with each distinct response once.
+
+    Returns, in order of first appearance, ``{"seqs": [ids, ...], "pair_c": [i, ...], "pair_r": [j, ...],
+    "margin": [m, ...]}`` where pair p prefers ``seqs[pair_c[p]]`` to ``seqs[pair_r[p]]`` (a missing margin is 0).
+    A pair whose prompt appears once is an element of its own. Responses are matched by their tokens (a truncated
+    pair's cut responses count as what the model scores)."""
+    groups: dict[tuple, dict] = {}
+    index: dict[tuple, dict] = {}
+    for ex, enc in zip(examples, encodings):
+        key = (ex.path, repr(ex.prompt))
+        g = groups.setdefault(key, {"seqs": [], "pair_c": [], "pair_r": [], "margin": []})
+        seen = index.setdefault(key, {})
+        for name, col in (("chosen_ids", "pair_c"), ("rejected_ids", "pair_r")):
+            ids = tuple(enc[name])
+            if ids not in seen:
+                seen[ids] = len(g["seqs"])
+                g["seqs"].append(list(ids))
+            g[col].append(seen[ids])
+        g["margin"].append(float(enc.get("margin", 0.0)))
+    return list(groups.values())
+
+
 def fit_length(enc: dict, max_length: int, on_overlength: str) -> dict | str | None:
     """Apply ``on_overlength`` to a pair: the pair, a truncated pair, None (dropped) or an error string."""
     n = max(len(enc["chosen_ids"]), len(enc["rejected_ids"]))
@@ -260,5 +283,5 @@ def check_preference_rows(rows: list[Row], report, tokenizer, categories: dict, 
         )
 
 
-__all__ = ["DataError", "PrefExample", "dpo_features", "encode_conversation", "encode_pair", "load_preferences",
-           "parse_hh", "parse_preference_row"]
+__all__ = ["DataError", "PrefExample", "dpo_features", "encode_conversation", "encode_pair", "group_by_prompt",
+           "load_preferences", "parse_hh", "parse_preference_row"]

@@ -106,7 +106,7 @@ def kl_estimates(cfg: EvalStageConfig, prompts: list[dict], gens: dict[str, list
         seqs = [(ids[r["prompt_id"]], tok(r["response"], add_special_tokens=False)["input_ids"]
                  + ([tok.eos_token_id] if r["eos"] else [])) for r in gens[c]]
         out[c] = kl_to_baseline(model, base_model, seqs, tok.pad_token_id, cfg.generation.temperature,
-                                cfg.eval.batch_size, device)
+                                cfg.eval.scoring_batch, device)
         del model
     return out
 
@@ -227,7 +227,7 @@ def run(cfg: EvalStageConfig, import_human: str | None = None) -> dict:
             blocks = tokenize_blocks(tok, cfg.data.ptx_eval_file, cfg.data.block_size)
             if cfg.data.max_blocks:
                 blocks = blocks[: cfg.data.max_blocks]
-            loss = lm_loss(model, blocks, cfg.eval.batch_size, device)
+            loss = lm_loss(model, blocks, cfg.eval.scoring_batch, device)
             results["perplexity"][name] = {"loss": loss, "perplexity": perplexity(loss), "blocks": len(blocks)}
             del model
             task_done()
