@@ -58,7 +58,6 @@ from rlhf.outputs import (
     write_json,
 )
 
-
 GROUP_COLUMNS = ["seqs", "pair_c", "pair_r", "margin"]
 
 
