@@ -71,7 +71,8 @@ def run_stage(stage: str, config: str, overrides: list[str], nproc: int = 2, lau
 
     single (launch/single.sh, one process), torchrun (python -m torch.distributed.run), multi_gpu
     (launch/multi_gpu.sh with torchrun), deepspeed (launch/multi_gpu.sh with the DeepSpeed launcher) or
-    accelerate (launch/accelerate.sh with ZeRO-3).
+    accelerate (launch/accelerate.sh with ZeRO-3); two_nodes: two "nodes" of nproc / 2 processes on this machine
+    (:func:`run_two_nodes`).
     """
     port = str(free_port())
     args = [stage, config, *overrides]
@@ -85,10 +86,42 @@ def run_stage(stage: str, config: str, overrides: list[str], nproc: int = 2, lau
     if launcher in ("multi_gpu", "deepspeed"):
         env = job_env(NPROC=str(nproc), MASTER_PORT=port, LAUNCHER="deepspeed" if launcher == "deepspeed" else "torchrun")
         return run(["bash", "launch/multi_gpu.sh", *args], env=env, timeout=timeout)
+    if launcher == "two_nodes":  # launch/multi_node.sh without ssh, once per node, both on 127.0.0.1
+        return run_two_nodes(args, port, timeout)
     if launcher == "accelerate":
         return run(["bash", "launch/accelerate.sh", *args], env=job_env(ZERO="3", NPROC=str(nproc), MASTER_PORT=port),
                    timeout=timeout)
     raise ValueError(f"unknown launcher {launcher!r}")
+
+
+def run_two_nodes(args: list[str], port: str, timeout: float) -> str:
+    """Two nodes on one machine: ``launch/multi_node.sh`` started twice (``NODE_RANK`` 0 and 1: the DeepSpeed
+    launcher's no-ssh mode) with a two-line hostfile of one slot each, meeting on 127.0.0.1. Returns node 0's output
+    followed by node 1's; fails with both tails if either exits non-zero or the pair outlives ``timeout``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hostfile = os.path.join(tmp, "hostfile")
+        with open(hostfile, "w") as f:
+            f.write("node0 slots=1\nnode1 slots=1\n")
+        procs = []
+        for rank in (0, 1):
+            env = job_env(NODE_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+            procs.append(subprocess.Popen(["bash", "launch/multi_node.sh", hostfile, *args], cwd=ROOT, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          start_new_session=True))
+        outs = []
+        try:
+            for p in procs:
+                outs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                os.killpg(p.pid, signal.SIGKILL)
+            outs = [p.communicate()[0] for p in procs]
+            raise AssertionError(f"two nodes timed out after {timeout:.0f} s\n" + "\n".join(o[-3000:] for o in outs)) from None
+        if any(p.returncode for p in procs):
+            raise AssertionError(f"exit codes {[p.returncode for p in procs]}\n" + "\n".join(o[-3000:] for o in outs))
+        return "\n".join(outs)
 
 
 # ---- tiny settings of every stage (micro Llama: hidden 64, 2 layers; a few steps; short sequences) ---------

@@ -75,6 +75,24 @@ def test_two_processes_match_one(stage, zero, request, zero_run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage", ["pretrain", "ppo"])
+def test_two_loopback_nodes_match_one_node(stage, request, tmp_path, micro_model_config, dist_data):
+    """Multi-node for real on one machine: launch/multi_node.sh on two "nodes" (node ranks 0 and 1, one process
+    each, the DeepSpeed launcher without ssh, rendezvous on 127.0.0.1) under ZeRO-3 ends with the weights of the
+    one-process run of the same global batch."""
+    ref = request.getfixturevalue(f"ref_{stage}")
+    out = str(tmp_path / stage)
+    args = (R.pretrain_args(out, micro_model_config) if stage == "pretrain" else
+            R.ppo_args(out, request.getfixturevalue("ref_sft"), request.getfixturevalue("ref_rm"), dist_data["text"]))
+    log = R.run_stage(stage, f"configs/tiny/{stage}.yaml", [*args, "deepspeed.zero_stage=3"], 2, "two_nodes")
+    assert "x world 2" in log, log[-3000:]
+    assert derived(out)["world_size"] == 2
+    for sub in (["", "critic"] if stage == "ppo" else [""]):
+        diff, mean, where = R.max_weight_diff(os.path.join(ref, sub), os.path.join(out, sub))
+        assert diff <= R.ATOL and mean <= R.MEAN_ATOL, f"{stage}/{sub}: max {diff:.3g} at {where}, mean {mean:.3g}"
+
+
+@pytest.mark.slow
 def test_ppo_with_per_layer_gathering_matches_one(ref_ppo, ref_sft, ref_rm, dist_data, tmp_path):
     # ppo.gather_for_generation=false: the actor's parameters are gathered layer by layer at every decoding step,
     # so the ranks decode in lockstep (synced_gpus) until the longest response is done
