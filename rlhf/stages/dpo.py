@@ -33,14 +33,7 @@ from rlhf.config import DPOStageConfig
 from rlhf.data.formats import describe_dropped, dropped_summary, load_categories
 from rlhf.data.preference import dpo_features, load_preferences
 from rlhf.engine.hf import (
-    CheckpointMarker,
-    MetricsCallback,
     NonFiniteLossMixin,
-    ProgressCallback,
-    exact_resume,
-    find_hf_checkpoint,
-    hf_checkpoint_step,
-    install_nonfinite_guard,
     save_final_model,
     train_loss,
     train_resuming,
@@ -55,14 +48,12 @@ from rlhf.models.loading import (
     peft_lora_config,
 )
 from rlhf.outputs import (
-    MetricsLog,
-    announce,
     atomic_write_text,
     checkpoints_dir,
-    save_config,
     stage_output,
     write_json,
 )
+from rlhf.stages import trainer_run
 
 
 def make_trainer_class():
@@ -188,10 +179,7 @@ def run(cfg: DPOStageConfig) -> dict:
         disable_dropout=True,
         precompute_ref_log_probs=False,
     )
-    resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
-    announce("dpo", out, resume_from)
-    save_config(out, cfg, derived)
-    log = MetricsLog(out, (), resume_step=hf_checkpoint_step(resume_from) if resume_from else 0)
+    resume_from, log = trainer_run.begin("dpo", cfg, derived)
     columns = ("prompt_ids", "chosen_ids", "rejected_ids")
     test_ds = Dataset.from_list([{k: r[k] for k in columns} for r in test_rows]) if test_rows else None
     trainer = make_trainer_class()(
@@ -202,10 +190,9 @@ def run(cfg: DPOStageConfig) -> dict:
         eval_dataset=test_ds if cfg.train.eval_steps else None,
         processing_class=tok,
         peft_config=peft_config,
-        callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
+        callbacks=trainer_run.callbacks(log),
     )
-    exact_resume(trainer, resume_from)
-    install_nonfinite_guard(trainer, "dpo")
+    trainer_run.arm(trainer, "dpo", resume_from)
 
     # ---- measure the starting policy, train, measure again ---------------------------------------------------
     summary: dict = {"stage": "dpo", "loss_type": cfg.dpo.loss_type, "beta": cfg.dpo.beta}

@@ -32,14 +32,7 @@ from rlhf.config import RMStageConfig
 from rlhf.data.formats import describe_dropped, dropped_summary, load_categories
 from rlhf.data.preference import group_by_prompt, load_preferences
 from rlhf.engine.hf import (
-    CheckpointMarker,
-    MetricsCallback,
     NonFiniteLossMixin,
-    ProgressCallback,
-    exact_resume,
-    find_hf_checkpoint,
-    hf_checkpoint_step,
-    install_nonfinite_guard,
     save_final_model,
     train_loss,
     train_resuming,
@@ -49,14 +42,12 @@ from rlhf.eval.reward_metrics import reward_report
 from rlhf.models.loading import apply_lora, count_params, load_tokenizer
 from rlhf.models.reward import Normalization, load_reward_backbone, pad_right, score_sequences
 from rlhf.outputs import (
-    MetricsLog,
-    announce,
     atomic_write_text,
     checkpoints_dir,
-    save_config,
     stage_output,
     write_json,
 )
+from rlhf.stages import trainer_run
 
 GROUP_COLUMNS = ["seqs", "pair_c", "pair_r", "margin"]
 
@@ -182,10 +173,7 @@ def run(cfg: RMStageConfig) -> dict:
     )
     kw = trainer_kwargs(cfg.run, cfg.train, cfg.deepspeed, plan, ckpt_dir, model)
     args = RewardConfig(**kw, max_length=None, center_rewards_coefficient=None, disable_dropout=True)
-    resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
-    announce("rm", out, resume_from)
-    save_config(out, cfg, derived)
-    log = MetricsLog(out, (), resume_step=hf_checkpoint_step(resume_from) if resume_from else 0)
+    resume_from, log = trainer_run.begin("rm", cfg, derived)
     trainer_cls = make_trainer_class(grouped=groups is not None)
     trainer_cls.center_coef = cfg.reward.center_rewards_coefficient
     if groups is not None:
@@ -199,10 +187,9 @@ def run(cfg: RMStageConfig) -> dict:
         train_dataset=Dataset.from_list(train_rows),
         processing_class=tok,
         data_collator=collator,
-        callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
+        callbacks=trainer_run.callbacks(log),
     )
-    exact_resume(trainer, resume_from)
-    install_nonfinite_guard(trainer, "rm")
+    trainer_run.arm(trainer, "rm", resume_from)
 
     # ---- train ------------------------------------------------------------------------------------------
     train_resuming(trainer, resume_from)

@@ -23,14 +23,7 @@ from rlhf.config import SFTStageConfig
 from rlhf.data.formats import describe_dropped, dropped_summary, load_categories
 from rlhf.data.sft import SFTCollator, load_sft_or_raise
 from rlhf.engine.hf import (
-    CheckpointMarker,
-    MetricsCallback,
     NonFiniteLossMixin,
-    ProgressCallback,
-    exact_resume,
-    find_hf_checkpoint,
-    hf_checkpoint_step,
-    install_nonfinite_guard,
     save_final_model,
     train_loss,
     train_resuming,
@@ -38,7 +31,8 @@ from rlhf.engine.hf import (
 )
 from rlhf.eval.perplexity import completion_loss
 from rlhf.models.loading import apply_lora, count_params, load_causal_lm, load_tokenizer
-from rlhf.outputs import MetricsLog, announce, checkpoints_dir, save_config, stage_output, write_json
+from rlhf.outputs import checkpoints_dir, stage_output, write_json
+from rlhf.stages import trainer_run
 
 
 def split_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -100,11 +94,7 @@ def run(cfg: SFTStageConfig) -> dict:
         dataset_kwargs={"skip_prepare_dataset": True},
         packing=False,
     )
-    resume_from = find_hf_checkpoint(cfg.run.resume, ckpt_dir)
-    resume_step = hf_checkpoint_step(resume_from) if resume_from else 0
-    announce("sft", out, resume_from)
-    save_config(out, cfg, derived)
-    log = MetricsLog(out, (), resume_step=resume_step)
+    resume_from, log = trainer_run.begin("sft", cfg, derived)
     collator = SFTCollator(tok.pad_token_id)
 
     class GuardedSFTTrainer(NonFiniteLossMixin, SFTTrainer):
@@ -117,10 +107,9 @@ def run(cfg: SFTStageConfig) -> dict:
         eval_dataset=Dataset.from_list(eval_enc) if eval_enc else None,
         processing_class=tok,
         data_collator=collator,
-        callbacks=[CheckpointMarker(), MetricsCallback(log), ProgressCallback()],
+        callbacks=trainer_run.callbacks(log),
     )
-    exact_resume(trainer, resume_from)
-    install_nonfinite_guard(trainer, "sft")
+    trainer_run.arm(trainer, "sft", resume_from)
 
     # ---- train ------------------------------------------------------------------------------------------
     summary: dict = {"stage": "sft", "train_rows": len(train_enc), "heldout_rows": len(eval_enc)}
