@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from . import runner as R
-from .conftest import metrics, summary
+from .conftest import NEEDS, metrics, summary
 
 pytestmark = pytest.mark.distributed
 
@@ -72,6 +72,41 @@ def test_two_processes_match_one(stage, zero, request, zero_run):
         assert len(a) == len(b) == 3 and a == pytest.approx(b, abs=1e-5) and a[0] != a[-1]
         assert summary(out)["test_accuracy"] == summary(ref)["test_accuracy"]
         assert summary(out)["test_margin"] == pytest.approx(summary(ref)["test_margin"], abs=1e-4)
+
+
+# what each stage's bf16 run is compared on with the fp32 reference: (file, key)
+BF16_LOSSES = {"pretrain": ("metrics", "loss"), "sft": ("summary", "heldout_loss_after"),
+               "rm": ("summary", "train_loss"), "dpo": ("metrics", "loss"), "ppo": ("metrics", "ptx_loss")}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bf16_under_zero3_with_two_processes_stays_close_to_fp32(stage, request, tmp_path, micro_model_config,
+                                                                dist_data):
+    """Every stage in bf16 (``deepspeed.precision=bf16 model.dtype=bfloat16``) under 2-process ZeRO-3: its losses
+    stay within tests/test_bf16.py's REL (3%) of the 1-process fp32 reference, and differ from it."""
+    from tests.test_bf16 import BF16, REL
+
+    ref = request.getfixturevalue(f"ref_{stage}")
+    out = str(tmp_path / stage)
+    need = {name: request.getfixturevalue(f"ref_{name}") for name in NEEDS[stage]}
+    args = {
+        "pretrain": lambda: R.pretrain_args(out, micro_model_config),
+        "sft": lambda: R.sft_args(out, need["pretrain"]),
+        "rm": lambda: R.rm_args(out, need["pretrain"], dist_data["pairs"]),
+        "dpo": lambda: R.dpo_args(out, need["sft"], dist_data["pairs"]),
+        "ppo": lambda: R.ppo_args(out, need["sft"], need["rm"], dist_data["text"]),
+    }[stage]()
+    log = R.run_stage(stage, f"configs/tiny/{stage}.yaml", [*args, "deepspeed.zero_stage=3", *BF16], 2, "torchrun")
+    assert "DeepSpeed ZeRO-3, bf16" in log and "x world 2" in log, log[-3000:]
+    where, key = BF16_LOSSES[stage]
+    if where == "metrics":
+        a = [r[key] for r in metrics(ref) if key in r]
+        b = [r[key] for r in metrics(out) if key in r]
+    else:
+        a, b = [summary(ref)[key]], [summary(out)[key]]
+    if stage == "dpo":  # the first step's loss is log 2 in both
+        a, b = a[1:], b[1:]
+    assert len(a) == len(b) and a and b == pytest.approx(a, rel=REL) and a != b, (a, b)
 
 
 @pytest.mark.slow
