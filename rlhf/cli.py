@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--samples-per-prompt", type=int, default=4, help="responses per prompt, for every estimator")
     be.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
 
+    bt = bench.add_parser("trl", help="a PPO iteration of rlhf against TRL 1.12's PPOTrainer at the same models and "
+                                      "shapes, interleaved: s/iteration, tokens/s, peak memory and ratios")
+    bt.add_argument("overrides", nargs="*", help="key.sub=value overrides of the rlhf side (e.g. to measure an option)")
+    bt.add_argument("--sizes", default="h64,h256,h512", help="comma-separated: h64, h256, h512, smollm2")
+    bt.add_argument("--batch", type=int, default=0, help="episodes per iteration (default 8)")
+    bt.add_argument("--response", type=int, default=0, help="response tokens (default 32; smollm2 64)")
+    bt.add_argument("--iterations", type=int, default=4, help="PPO iterations per job (the first is left out)")
+    bt.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each job; the median is reported")
+    bt.add_argument("--epochs", type=int, default=4, help="PPO epochs over the one minibatch")
+    bt.add_argument("--venv", default=".venv-trl", help="TRL 1.12's virtual environment (made on first use)")
+    bt.add_argument("--smollm2", help="SmolLM2-135M model directory for size smollm2 (launch/fetch_smollm2.sh)")
+    bt.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench_trl").main(a))
+
     lb = sub.add_parser("label", help="label pairs of responses with a judge into preference data (AI feedback)")
     lb.add_argument("input", help="JSONL of {prompt, response_a, response_b} rows, or an rlhf eval samples.jsonl")
     lb.add_argument("--judge", required=True, choices=["rubric", "reward_model", "llm"])

@@ -183,9 +183,14 @@ class GenerationConfig:
     """1.0 = no nucleus filtering (N+)"""
     do_sample: bool = True
     """sample (True) or decode greedily (False: deterministic rollouts, e.g. to compare runs across world sizes)"""
+    min_new_tokens: int = 0
+    """EOS is suppressed until a response has this many tokens (0 = off). For benchmarks at a fixed response
+    length (``rlhf bench trl``); the sampled tokens then do not follow logits / temperature exactly"""
 
     def check(self) -> None:
         require_positive(self, "max_new_tokens", "temperature", "top_p")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise FieldError("min_new_tokens", "must be between 0 and max_new_tokens")
         if self.top_p > 1 or self.top_k < 0:
             raise FieldError("top_p", "must be in (0, 1], and top_k >= 0")
         if not self.do_sample and (self.top_k or self.top_p < 1):

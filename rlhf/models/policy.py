@@ -76,14 +76,18 @@ def truncate_after_eos(response: torch.Tensor, eos_id: int, pad_id: int) -> tupl
 
 @torch.no_grad()
 def generate(model, prompt_ids: list[list[int]], tok, max_new_tokens: int, temperature: float, top_k: int = 0,
-             top_p: float = 1.0, do_sample: bool = True, device=None, synced_gpus: bool = False) -> Rollout:
+             top_p: float = 1.0, do_sample: bool = True, device=None, synced_gpus: bool = False,
+             min_new_tokens: int = 0) -> Rollout:
     """Sample responses with the KV cache for a batch of tokenised prompts (left padding).
 
     ``synced_gpus``: keep decoding until every rank is done (needed when a ZeRO-3 model gathers its parameters
-    layer by layer, a collective at every step; see ``rlhf.engine.gathered_for_generation``)."""
+    layer by layer, a collective at every step; see ``rlhf.engine.gathered_for_generation``). ``min_new_tokens``:
+    suppress EOS until a response has that many tokens (benchmarks at a fixed length)."""
     ids, mask = left_pad(prompt_ids, tok.pad_token_id, device)
     kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
               pad_token_id=tok.pad_token_id, use_cache=True, synced_gpus=synced_gpus)
+    if min_new_tokens:
+        kw["min_new_tokens"] = min_new_tokens
     if do_sample:
         kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
     else:

@@ -328,7 +328,7 @@ def _generate(cfg: PPOStageConfig, model, ids: list[list[int]], tok, device) -> 
     g = cfg.generation
     with E.gathered_for_generation(model, cfg.ppo.gather_for_generation) as synced:
         return generate(E.unwrap(model), ids, tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.do_sample,
-                        device, synced_gpus=synced)
+                        device, synced_gpus=synced, min_new_tokens=g.min_new_tokens)
 
 
 def _gather(roll: Rollout, pad: int) -> Rollout:

@@ -157,7 +157,19 @@ def _run_job(name: str, config: str, overrides: list[str], nproc: int, iteration
             # actor (and critic) train, reference (and reward model) are frozen; all about the actor's size
             "params": {"trainable": (1 + critic) * actor, "frozen": (1 + reward_model) * actor},
             "estimator": resolved["ppo"].get("advantage_estimator", "gae"),
-            "precision": resolved["deepspeed"]["precision"]}
+            "precision": resolved["deepspeed"]["precision"],
+            "plan": planned(config, overrides, nproc)}
+
+
+def planned(config: str, overrides: list[str], nproc: int) -> dict:
+    """What ``rlhf plan`` estimates for this job's ZeRO stage (no offload), in MiB: states, activations,
+    generation and the peak, to print beside the measured peak."""
+    from rlhf.tools import plan as P
+
+    cfg = load_config(PPOStageConfig, config, overrides)
+    shape = P.model_shape(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    est = P.plan("ppo", cfg, shape, nproc)["settings"][(cfg.deepspeed.zero_stage, False, False)]
+    return {k: est[k] / 2**20 for k in ("states", "activations", "generation", "peak")}
 
 
 def _run_zero_job(config: str, overrides: list[str], stage: int, gather: bool, nproc: int, iterations: int,
@@ -223,13 +235,18 @@ def zero_tables(jobs: list[dict], nproc: int) -> str:
         lines += ["", f"Peak memory per rank (MiB), PPO with {nproc} processes: host RSS"
                   + (" and GPU (max_memory_allocated)" if gpu else ""),
                   f"{'stage':<8} {'rank':>4} {'peak RSS':>10} {'over start':>11}" + (f" {'peak GPU':>10}" if gpu else "")
-                  + f" {'model states (rule of thumb)':>30}"]
+                  + f" {'model states (rule of thumb)':>30} {'plan states':>12} {'plan peak':>10} {'measured/plan':>14}"]
         for j in mem:
             rule = model_state_mb(j["params"], j["stage"], nproc, j["precision"])
+            est = j["plan"]
             for r in j["ranks"]:
+                measured = r["peak_gpu_mb"] if gpu else r["peak_rss_mb"] - r["start_rss_mb"]
                 lines.append(f"ZeRO-{j['stage']:<3} {r['rank']:>4} {r['peak_rss_mb']:>10.0f} "
                              f"{r['peak_rss_mb'] - r['start_rss_mb']:>11.0f}"
-                             + (f" {r['peak_gpu_mb'] or 0:>10.0f}" if gpu else "") + f" {rule:>30.1f}")
+                             + (f" {r['peak_gpu_mb'] or 0:>10.0f}" if gpu else "") + f" {rule:>30.1f}"
+                             f" {est['states']:>12.1f} {est['peak']:>10.1f} {measured / max(est['peak'], 1e-9):>14.2f}")
+        lines.append("plan: `rlhf plan`'s estimate for the same config and stage (no offload); measured/plan divides "
+                     + ("the GPU peak" if gpu else "the peak RSS over start") + " by the plan's peak")
     return "\n".join(lines)
 
 
