@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("config", help="PPO config YAML")
     bp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     bp.add_argument("--iterations", type=int, default=5, help="iterations to run (the first is reported apart)")
+    bp.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also run under cProfile and print the N functions with the most own time")
     bp.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
     bz = bench.add_parser("zero", help="PPO under ZeRO with several processes: generation with the actor gathered "
                                        "once vs per layer, and peak memory per rank for each ZeRO stage")

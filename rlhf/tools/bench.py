@@ -60,7 +60,10 @@ def phase_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def bench_ppo(config: str, overrides: list[str], iterations: int = 5) -> dict:
+def bench_ppo(config: str, overrides: list[str], iterations: int = 5, profile: int = 0) -> dict:
+    """The phase table of a few PPO iterations; with ``profile`` > 0 also the run under cProfile, its ``profile``
+    functions with the most own time (profiling slows Python-heavy code more than torch kernels, so read those
+    shares as where the time goes, not as the unprofiled timings)."""
     from rlhf.stages import ppo
 
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-") as tmp:
@@ -71,7 +74,13 @@ def bench_ppo(config: str, overrides: list[str], iterations: int = 5) -> dict:
              "data.ptx_eval_file=", "run.progress=false"],
         )
         t0 = time.time()
-        ppo.run(cfg)
+        if profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.runcall(ppo.run, cfg)
+        else:
+            ppo.run(cfg)
         wall = time.time() - t0
         with open(os.path.join(tmp, "metrics.jsonl")) as f:
             rows = [json.loads(x) for x in f]
@@ -80,7 +89,24 @@ def bench_ppo(config: str, overrides: list[str], iterations: int = 5) -> dict:
           f"(max {cfg.generation.max_new_tokens} new tokens), ZeRO-{cfg.deepspeed.zero_stage}, "
           f"{cfg.deepspeed.precision}; first iteration {rows[0]['time_iteration']:.2f} s, wall {wall:.1f} s")
     print(phase_table(steady))
+    if profile:
+        print(profile_table(prof, profile))
     return {"rows": rows, "wall_s": wall}
+
+
+def profile_table(prof, n: int) -> str:
+    """The ``n`` functions with the most own time in a cProfile run, with their share of the profiled total."""
+    import pstats
+
+    st = pstats.Stats(prof)
+    total = st.total_tt
+    rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    lines = [f"\n[bench] cProfile of the whole run ({total:.1f} s profiled), the {n} functions with the most own time",
+             f"{'own s':>8} {'share':>6} {'calls':>9}  function"]
+    for (path, line, name), (_, calls, own, _cum, _) in rows:
+        where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}:{line}" if line else path
+        lines.append(f"{own:>8.2f} {100 * own / total:>5.1f}% {calls:>9}  {name} ({where})")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,7 +317,7 @@ def main(args) -> int:
         stages = tuple(int(s) for s in args.stages.split(",") if s.strip())
         bench_zero(args.config, args.overrides, args.iterations, args.nproc, stages)
         return 0
-    bench_ppo(args.config, args.overrides, args.iterations)
+    bench_ppo(args.config, args.overrides, args.iterations, args.profile)
     return 0
 
 

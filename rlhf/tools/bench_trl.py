@@ -295,6 +295,9 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "build":  # python -m rlhf.tools.bench_trl build SIZE ROOT [SMOLLM2_DIR]: the models alone
+        print(build_models(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))
+        sys.exit(0)
     kind, spec_path, out_path = sys.argv[1:4]
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
