@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each job; the median is reported")
     bt.add_argument("--epochs", type=int, default=4, help="PPO epochs over the one minibatch")
     bt.add_argument("--venv", default=".venv-trl", help="TRL 1.12's virtual environment (made on first use)")
+    bt.add_argument("--variant", action="append", metavar="NAME=key=value,...",
+                    help="another rlhf job with these overrides, e.g. fast=ppo.response_logits_only=true (repeatable)")
     bt.add_argument("--smollm2", help="SmolLM2-135M model directory for size smollm2 (launch/fetch_smollm2.sh)")
     bt.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench_trl").main(a))
 

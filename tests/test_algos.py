@@ -90,6 +90,32 @@ def test_gae_matches_a_python_double_loop(gamma, lam):
     assert (adv[mask == 0] == 0).all()
 
 
+def stepwise_gae(rewards, values, mask, gamma, lam):
+    """GAE as rlhf computed it before its deltas were vectorised: everything one time step at a time."""
+    B, T = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype)
+    values, rewards = values * mask, rewards * mask
+    for t in reversed(range(T)):
+        next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = delta + gamma * lam * last
+        last = last * mask[:, t]
+        adv[:, t] = last
+    return adv, (adv + values) * mask
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.8), (0.99, 0.0)])
+def test_vectorised_gae_is_bit_identical_to_the_stepwise_loop(gamma, lam):
+    g = torch.Generator().manual_seed(5)
+    r, v = torch.randn(16, 64, generator=g) * 3, torch.randn(16, 64, generator=g)
+    lengths = torch.randint(1, 65, (16,), generator=g)
+    mask = (torch.arange(64)[None, :] < lengths[:, None]).float()
+    adv, ret = gae(r, v, mask, gamma, lam)
+    ref_adv, ref_ret = stepwise_gae(r, v, mask, gamma, lam)
+    assert torch.equal(adv, ref_adv) and torch.equal(ret, ref_ret)
+
+
 def test_gae_with_lambda_one_gamma_one_is_return_to_go_minus_value():
     r = torch.tensor([[0.0, 0.0, 1.0]])
     v = torch.tensor([[0.2, 0.5, 0.7]])

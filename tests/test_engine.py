@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from rlhf.config import DeepSpeedConfig, TrainConfig
 from rlhf.engine import deepspeed_config, init_env, lr_lambda, resolve_batch
@@ -186,3 +187,41 @@ def test_gradient_checkpointing_reaches_the_trl_trainers(tmp_path, on):
     ds = DeepSpeedConfig()
     kw = trainer_kwargs(RunConfig(), TrainConfig(gradient_checkpointing=on), ds, resolve_batch(ds, 1), str(tmp_path))
     assert SFTConfig(**kw).gradient_checkpointing is on and RewardConfig(**kw).gradient_checkpointing is on
+
+
+def _train_engine(reduce: bool, clipping: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Three accumulation-boundary steps of a small MLP through ``wrap_trainable`` in one process (fp32, ZeRO-0),
+    with DeepSpeed's one-process gradient reduction left on (``reduce``) or skipped as rlhf does: the gradients
+    after every backward and the final weights."""
+    import torch
+
+    import rlhf.engine as E
+
+    E.init_distributed()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+    ds = DeepSpeedConfig(global_batch_size=8, micro_batch_size=4, gradient_clipping=clipping)
+    plan = resolve_batch(ds, 1)
+    train = TrainConfig(learning_rate=1e-2)
+    engine = E.wrap_trainable(model, deepspeed_config(ds, plan, train, model), train, 10, plan)
+    assert engine.enable_backward_allreduce is False  # one process, ZeRO-0 fp32: skipped by wrap_trainable
+    engine.enable_backward_allreduce = reduce
+    g = torch.Generator().manual_seed(1)
+    grads = []
+    for _ in range(6):  # 3 optimizer steps of 2 micro batches
+        x, y = torch.randn(4, 16, generator=g), torch.randn(4, 4, generator=g)
+        engine.backward(((engine(x) - y) ** 2).mean())
+        grads += [p.grad.clone() for p in engine.module.parameters()]
+        engine.step()
+    return grads, [p.detach().clone() for p in engine.module.parameters()]
+
+
+@pytest.mark.parametrize("clipping", [0.0, 0.05])
+def test_skipping_one_process_gradient_reduction_is_bit_identical(clipping):
+    skipped, reduced = _train_engine(False, clipping), _train_engine(True, clipping)
+    assert len(skipped[0]) == len(reduced[0]) == 24
+    assert all(torch.equal(a, b) for a, b in zip(skipped[0], reduced[0]))
+    assert all(torch.equal(a, b) for a, b in zip(skipped[1], reduced[1]))
+    torch.manual_seed(0)
+    start = torch.nn.Linear(16, 64).weight  # the first layer as _train_engine built it, before training
+    assert (skipped[1][0] - start).abs().max() > 1e-3  # it trained

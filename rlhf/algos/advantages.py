@@ -82,14 +82,16 @@ def gae(
     rewards, values, mask: (B, T). Returns (advantages, returns), both (B, T), zero on padding.
     """
     B, T = rewards.shape
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
     values = values * mask
     rewards = rewards * mask
+    # every delta_t at once (the same elementwise operations as one step at a time: bit-identical); only the
+    # recursion over A runs step by step
+    next_v = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    delta = rewards + gamma * next_v - values
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    decay = gamma * lam
     for t in reversed(range(T)):
-        next_v = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
-        delta = rewards[:, t] + gamma * next_v - values[:, t]
-        last = delta + gamma * lam * last
-        last = last * mask[:, t]  # padding does not carry advantage backwards
+        last = (delta[:, t] + decay * last) * mask[:, t]  # padding does not carry advantage backwards
         adv[:, t] = last
     return adv, (adv + values) * mask

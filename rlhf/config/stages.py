@@ -350,6 +350,16 @@ class PPOConfig:
     """print a table of sampled prompt/response/score rows every this many iterations"""
     gather_for_generation: bool = True
     """ZeRO-3: gather the actor's parameters once per rollout for generation (fast); False: layer by layer per token"""
+    response_logits_only: bool = False
+    """compute the actor's and reference's logits over the vocabulary at response positions only (not over the
+    prompt, whose logits PPO never uses): a faster forward and backward pass where the LM head is a large share of
+    the model. The log-probs are the same numbers; the head's weight gradient sums over fewer positions and may
+    differ in the last bits, so a run is not bit-identical to one without (docs/speed.md)"""
+    logprobs_from_generation: bool = False
+    """take the old log-probs and the entropy from the logits the sampling pass computed (KV cache) instead of a
+    second forward pass of the actor over the rollout: one actor forward less per iteration. The two agree to
+    float rounding, not bit for bit (docs/speed.md gives the measured difference), so the first minibatch's ratio
+    is not exactly 1"""
     gold_rubric: str = ""
     """a rubric file (data/palms/rubric.yaml): also score every rollout response with this rule-based judge and log
     gold_rubric_mean beside the proxy reward, so over-optimisation of the reward model shows (Gao et al. 2022);

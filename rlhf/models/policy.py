@@ -29,6 +29,7 @@ class Rollout:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     has_eos: torch.Tensor
+    logits: torch.Tensor | None = None  # (B, R, V) raw logits of the sampling pass, when asked for; not carried on
 
     @property
     def input_ids(self) -> torch.Tensor:  # (B, P + R)
@@ -77,12 +78,13 @@ def truncate_after_eos(response: torch.Tensor, eos_id: int, pad_id: int) -> tupl
 @torch.no_grad()
 def generate(model, prompt_ids: list[list[int]], tok, max_new_tokens: int, temperature: float, top_k: int = 0,
              top_p: float = 1.0, do_sample: bool = True, device=None, synced_gpus: bool = False,
-             min_new_tokens: int = 0) -> Rollout:
+             min_new_tokens: int = 0, keep_logits: bool = False) -> Rollout:
     """Sample responses with the KV cache for a batch of tokenised prompts (left padding).
 
     ``synced_gpus``: keep decoding until every rank is done (needed when a ZeRO-3 model gathers its parameters
     layer by layer, a collective at every step; see ``rlhf.engine.gathered_for_generation``). ``min_new_tokens``:
-    suppress EOS until a response has that many tokens (benchmarks at a fixed length)."""
+    suppress EOS until a response has that many tokens (benchmarks at a fixed length). ``keep_logits``: keep the
+    raw logits (before temperature and any other processor) of every decoding step in ``Rollout.logits``."""
     ids, mask = left_pad(prompt_ids, tok.pad_token_id, device)
     kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
               pad_token_id=tok.pad_token_id, use_cache=True, synced_gpus=synced_gpus)
@@ -92,25 +94,56 @@ def generate(model, prompt_ids: list[list[int]], tok, max_new_tokens: int, tempe
         kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
     else:
         kw.update(temperature=None, top_k=None, top_p=None)
+    if keep_logits:
+        kw.update(output_logits=True, return_dict_in_generate=True)
     out = model.generate(input_ids=ids, attention_mask=mask, **kw)
+    logits = None
+    if keep_logits:
+        logits = torch.stack(out.logits, dim=1) if out.logits else None
+        out = out.sequences
     response = out[:, ids.shape[1] :]
     if response.shape[1] == 0:
         response = torch.full((ids.shape[0], 1), tok.eos_token_id, dtype=torch.long, device=ids.device)
+        logits = None
     response, rmask, has_eos = truncate_after_eos(response, tok.eos_token_id, tok.pad_token_id)
-    return Rollout(ids, mask, response, rmask, has_eos)
+    return Rollout(ids, mask, response, rmask, has_eos, logits)
 
 
-def response_logits(model, rollout_or_ids, attention_mask=None, prompt_width: int | None = None) -> torch.Tensor:
-    """Logits predicting each response token: (B, R, V)."""
+def response_logits(model, rollout_or_ids, attention_mask=None, prompt_width: int | None = None,
+                    response_only: bool = False) -> torch.Tensor:
+    """Logits predicting each response token: (B, R, V).
+
+    ``response_only`` (``ppo.response_logits_only``): only the R + 1 last positions go through the LM head
+    (transformers' ``logits_to_keep``, where the model takes it). The prompt's logits are never used, and on a small
+    model the head over the vocabulary is a large share of a forward and backward pass. The logits are the same
+    numbers; the head's weight gradient, a sum over fewer positions, may differ in the last bits (tested)."""
     if isinstance(rollout_or_ids, Rollout):
         input_ids, attention_mask, prompt_width = (
             rollout_or_ids.input_ids, rollout_or_ids.attention_mask, rollout_or_ids.prompt_ids.shape[1]
         )
     else:
         input_ids = rollout_or_ids
+    keep = input_ids.shape[1] - prompt_width + 1
+    kw = {"logits_to_keep": keep} if response_only and takes_logits_to_keep(model) else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                use_cache=False)
-    return out.logits[:, prompt_width - 1 : -1]
+                use_cache=False, **kw)
+    return out.logits[:, -keep:-1]
+
+
+_KEEPS: dict[type, bool] = {}
+
+
+def takes_logits_to_keep(model) -> bool:
+    """Whether the causal LM under ``model`` (a DeepSpeed engine, a peft model, or the model) takes
+    ``logits_to_keep``."""
+    import inspect
+
+    m = getattr(model, "module", model)
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    if type(m) not in _KEEPS:
+        _KEEPS[type(m)] = "logits_to_keep" in inspect.signature(m.forward).parameters
+    return _KEEPS[type(m)]
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -180,11 +180,11 @@ class Models:
         """The trainable engines, as checkpoints hold them."""
         return {"actor": self.actor, **({"critic": self.critic} if self.critic is not None else {})}
 
-    def reference_logits(self, rollout: Rollout) -> torch.Tensor:
+    def reference_logits(self, rollout: Rollout, response_only: bool = False) -> torch.Tensor:
         if self.reference is not None:
-            return response_logits(self.reference, rollout)
+            return response_logits(self.reference, rollout, response_only=response_only)
         with E.unwrap(self.actor).disable_adapter():
-            return response_logits(self.actor, rollout)
+            return response_logits(self.actor, rollout, response_only=response_only)
 
     def scores(self, rollout: Rollout, rows: list[dict], tok, device) -> torch.Tensor:
         """Raw scores (B,): the normalised reward model's, or the reward function's (``messages=`` when it takes
@@ -328,7 +328,8 @@ def _generate(cfg: PPOStageConfig, model, ids: list[list[int]], tok, device) -> 
     g = cfg.generation
     with E.gathered_for_generation(model, cfg.ppo.gather_for_generation) as synced:
         return generate(E.unwrap(model), ids, tok, g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.do_sample,
-                        device, synced_gpus=synced, min_new_tokens=g.min_new_tokens)
+                        device, synced_gpus=synced, min_new_tokens=g.min_new_tokens,
+                        keep_logits=cfg.ppo.logprobs_from_generation)
 
 
 def _gather(roll: Rollout, pad: int) -> Rollout:
@@ -360,11 +361,13 @@ def collect_rollout(cfg: PPOStageConfig, models: Models, tok, ids: list[list[int
     t0 = time.time()
     with torch.no_grad():
         mask = roll.response_mask.float()  # (L, R), L episodes on this rank
-        logits = response_logits(models.actor, roll)  # (L, R, V)
+        only = p.response_logits_only
+        logits = roll.logits if roll.logits is not None else response_logits(models.actor, roll, response_only=only)
+        roll.logits = None
         old_logp = logprobs_from_logits(logits, roll.response_ids, temp)
         ent_tok = entropy_from_logits(logits, temp) * mask
         del logits
-        ref_logp = logprobs_from_logits(models.reference_logits(roll), roll.response_ids, temp)
+        ref_logp = logprobs_from_logits(models.reference_logits(roll, only), roll.response_ids, temp)
         old_values = token_values(models.critic, roll) * mask if models.critic is not None else torch.zeros_like(mask)
         roll = _gather(roll, tok.pad_token_id)
         raw_scores, old_logp, ref_logp, old_values, ent_tok = (
@@ -442,7 +445,8 @@ def _micro_step(cfg: PPOStageConfig, models: Models, exp: Experience, mb: list[i
     DeepSpeed's accumulation in step. Returns whether it was skipped."""
     p, actor, critic = cfg.ppo, models.actor, models.critic
     sub, mmask = exp.rollout.select(mb), exp.mask[mb]
-    logp = logprobs_from_logits(response_logits(actor, sub), sub.response_ids, cfg.generation.temperature)
+    logp = logprobs_from_logits(response_logits(actor, sub, response_only=p.response_logits_only), sub.response_ids,
+                                cfg.generation.temperature)
     if p.advantage_estimator == "grpo":
         pg, pg_stats = grpo_loss(logp, exp.old_logp[mb], exp.ref_logp[mb], exp.seq_advantages[mb], mmask,
                                  p.clip_range, p.kl_coef)

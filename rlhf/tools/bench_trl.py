@@ -21,7 +21,8 @@ of the same shape; the critic starts from it on both sides) with a fixed seed, o
   bookkeeping between iterations counts.
 
 TRL runs twice: as shipped, and with ``gc.collect`` made a no-op in its process (TRL 1.12 calls it twice per
-update, which on CPU costs more than its model work at small sizes). The three jobs of a size run interleaved,
+update, which on CPU costs more than its model work at small sizes). ``--variant NAME=key=value,...`` adds rlhf
+jobs with those overrides (e.g. the speed options). The jobs of a size run interleaved,
 ``--repeats`` times (their order rotating), each a fresh process; the table gives the median over repeats of each
 job's mean seconds per steady iteration, response tokens per second, peak RSS of the process, and the ratios.
 Nothing here asserts a timing: run it on an otherwise idle machine and say so beside the figures.
@@ -59,8 +60,13 @@ def _rss_mb() -> float:
 def build_models(size: str, root: str, smollm2: str | None) -> str:
     """``root/size/{policy,rm}`` and ``root/size/prompts.jsonl``, ``prompt_ids.json``; returns ``root/size``."""
     import torch
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                              LlamaConfig)
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        LlamaConfig,
+    )
 
     out = os.path.join(root, size)
     os.makedirs(out, exist_ok=True)
@@ -115,8 +121,8 @@ def write_prompts(tok, out: str, source: str = "data/prompts/train.jsonl") -> No
 
 def rlhf_worker(spec: dict) -> dict:
     from rlhf.config import PPOStageConfig, load_config
-    from rlhf.stages import ppo
     from rlhf.outputs import MetricsLog
+    from rlhf.stages import ppo
 
     times: list[float] = []
     original = MetricsLog.log
@@ -152,11 +158,9 @@ def trl_worker(spec: dict) -> dict:
     import gc
 
     import torch
-    from datasets import Dataset
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                              TrainerCallback)
-
     import trl
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     if trl.__version__ != TRL_VERSION:
@@ -204,7 +208,7 @@ def trl_worker(spec: dict) -> dict:
 def ensure_venv(venv: str) -> str:
     """The TRL 1.12 environment's python, made on first use."""
     py = os.path.join(venv, "bin", "python")
-    probe = [py, "-c", "import trl, sys; sys.exit(trl.__version__ != '%s')" % TRL_VERSION]
+    probe = [py, "-c", f"import trl, sys; sys.exit(trl.__version__ != '{TRL_VERSION}')"]
     if os.path.exists(py) and subprocess.run(probe, capture_output=True).returncode == 0:
         return py
     print(f"[bench] making {venv}: python -m venv --system-site-packages, pip install --no-deps trl=={TRL_VERSION}",
@@ -238,49 +242,61 @@ def run_job(python: str, kind: str, spec: dict, timeout: float) -> dict:
     return {"s_per_iter": sum(steps) / len(steps), "peak_rss_mb": res["peak_rss_mb"]}
 
 
-JOBS = (("rlhf", "rlhf-worker", None), ("TRL", "trl-worker", True), ("TRL no gc", "trl-worker", False))
+def parse_variants(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """``NAME=key=value,key=value`` -> (NAME, [key=value, ...]): extra rlhf jobs with those overrides."""
+    out = []
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        items = [x.strip() for x in rest.split(",") if x.strip()]
+        if not sep or not name or not items or any("=" not in x for x in items):
+            raise SystemExit(f"error: --variant {spec!r}: expected NAME=key=value[,key=value...]")
+        out.append((name, items))
+    return out
 
 
 def bench_trl(sizes: list[str], batch: int, response: int, iterations: int, repeats: int, epochs: int, venv: str,
-              smollm2: str | None, timeout: float = 7200, overrides: list[str] | None = None) -> dict:
+              smollm2: str | None, timeout: float = 7200, overrides: list[str] | None = None,
+              variants: list[tuple[str, list[str]]] | None = None) -> dict:
+    """Every size's jobs (rlhf, each rlhf variant, TRL, TRL without gc), interleaved ``repeats`` times."""
     trl_python = ensure_venv(venv)
-    results: dict[str, dict[str, list[dict]]] = {}
+    jobs = [("rlhf", "rlhf-worker", None, [])] + [(f"rlhf {n}", "rlhf-worker", None, o) for n, o in variants or []]
+    jobs += [("TRL", "trl-worker", True, []), ("TRL no gc", "trl-worker", False, [])]
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-trl-") as tmp:
         for size in sizes:
             b, r = (8, 64) if size == "smollm2" and batch == 0 else (batch or 8, response or 32)
             d = build_models(size, tmp, smollm2)
-            results[size] = {name: [] for name, _, _ in JOBS}
-            results[size]["shape"] = {"batch": b, "response": r}
+            results[size] = {"shape": {"batch": b, "response": r}, "jobs": {name: [] for name, *_ in jobs}}
             for rep in range(repeats):
-                order = JOBS[rep % 3:] + JOBS[: rep % 3]  # rotate which job runs first
-                for name, kind, gc_on in order:
+                k = rep % len(jobs)
+                for name, kind, gc_on, extra in jobs[k:] + jobs[:k]:  # rotate which job runs first
                     spec = {"dir": d, "out": os.path.join(tmp, f"{size}-{name.replace(' ', '_')}-{rep}"),
                             "batch": b, "response": r, "iterations": iterations, "epochs": epochs,
-                            "gc": gc_on, "overrides": overrides or []}
+                            "gc": gc_on, "overrides": [*(overrides or []), *extra]}
                     print(f"[bench] {size} b{b}/r{r}: {name}, repeat {rep + 1}/{repeats} ...", flush=True)
                     job = run_job(sys.executable if kind == "rlhf-worker" else trl_python, kind, spec, timeout)
                     print(f"[bench]   {job['s_per_iter']:.3f} s/iteration, peak RSS {job['peak_rss_mb']:.0f} MiB",
                           flush=True)
-                    results[size][name].append(job)
+                    results[size]["jobs"][name].append(job)
     print(f"\n[bench] rlhf bench trl: {iterations} iterations per job (the first left out), {epochs} PPO epochs x 1 "
           f"minibatch, responses forced to full length, fp32, one process; median of {repeats} interleaved repeats"
-          + (f"; rlhf overrides: {' '.join(overrides)}" if overrides else ""))
+          + (f"; every rlhf job with {' '.join(overrides)}" if overrides else "")
+          + "".join(f"; rlhf {n}: {' '.join(o)}" for n, o in variants or []))
     print(table(results))
     return results
 
 
 def table(results: dict) -> str:
-    lines = [f"{'size':<8} {'batch/resp':>10} {'rlhf s/it':>10} {'TRL s/it':>9} {'TRL no-gc':>10} "
-             f"{'rlhf/TRL':>9} {'rlhf/no-gc':>11} {'rlhf tok/s':>11} {'no-gc tok/s':>12} {'rlhf MiB':>9} "
-             f"{'TRL MiB':>8}"]
+    """One row per size and job: median s/iteration, response tokens/s, peak RSS, and the ratios to TRL."""
+    lines = [f"{'size':<8} {'batch/resp':>10} {'job':<16} {'s/iteration':>11} {'tokens/s':>9} {'peak MiB':>9} "
+             f"{'/ TRL':>6} {'/ TRL no gc':>11}"]
     for size, res in results.items():
-        med = {k: statistics.median(j["s_per_iter"] for j in res[k]) for k, _, _ in JOBS}
-        mem = {k: statistics.median(j["peak_rss_mb"] for j in res[k]) for k, _, _ in JOBS}
         b, r = res["shape"]["batch"], res["shape"]["response"]
-        lines.append(f"{size:<8} {f'b{b}/r{r}':>10} {med['rlhf']:>10.3f} {med['TRL']:>9.3f} {med['TRL no gc']:>10.3f} "
-                     f"{med['rlhf'] / med['TRL']:>9.2f} {med['rlhf'] / med['TRL no gc']:>11.2f} "
-                     f"{b * r / med['rlhf']:>11.1f} {b * r / med['TRL no gc']:>12.1f} {mem['rlhf']:>9.0f} "
-                     f"{mem['TRL no gc']:>8.0f}")
+        med = {k: statistics.median(j["s_per_iter"] for j in v) for k, v in res["jobs"].items()}
+        mem = {k: statistics.median(j["peak_rss_mb"] for j in v) for k, v in res["jobs"].items()}
+        for name in res["jobs"]:
+            lines.append(f"{size:<8} {f'b{b}/r{r}':>10} {name:<16} {med[name]:>11.3f} {b * r / med[name]:>9.1f} "
+                         f"{mem[name]:>9.0f} {med[name] / med['TRL']:>6.2f} {med[name] / med['TRL no gc']:>11.2f}")
     return "\n".join(lines)
 
 
@@ -290,7 +306,7 @@ def main(args) -> int:
     if bad:
         raise SystemExit(f"error: --sizes: unknown {', '.join(bad)} (known: {', '.join([*SIZES, 'smollm2'])})")
     bench_trl(sizes, args.batch, args.response, args.iterations, args.repeats, args.epochs, args.venv, args.smollm2,
-              overrides=args.overrides)
+              overrides=args.overrides, variants=parse_variants(args.variant or []))
     return 0
 
 
