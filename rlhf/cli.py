@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     bz.add_argument("--iterations", type=int, default=3, help="PPO iterations per job (the first is left out of means)")
     bz.add_argument("--nproc", type=int, default=2, help="processes per job (torchrun --nproc_per_node)")
     bz.add_argument("--stages", default="0,2,3", help="ZeRO stages to measure memory for; 3 adds the per-layer job")
+    bz.add_argument("--memory-only", action="store_true", help="leave out the per-layer generation job")
     bz.set_defaults(func=lambda a: importlib.import_module("rlhf.tools.bench").main(a))
 
     be = bench.add_parser("estimators", help="PPO with each advantage estimator (gae, rloo, grpo) at the same "

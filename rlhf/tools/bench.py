@@ -277,12 +277,12 @@ def zero_tables(jobs: list[dict], nproc: int) -> str:
 
 
 def bench_zero(config: str, overrides: list[str], iterations: int = 3, nproc: int = 2,
-               stages: tuple[int, ...] = (0, 2, 3), timeout: float = 3600) -> dict:
+               stages: tuple[int, ...] = (0, 2, 3), timeout: float = 3600, memory_only: bool = False) -> dict:
     jobs = []
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-zero-") as tmp:
         for stage in stages:
             jobs.append(_run_zero_job(config, overrides, stage, True, nproc, iterations, tmp, timeout))
-        if 3 in stages:
+        if 3 in stages and not memory_only:
             jobs.append(_run_zero_job(config, overrides, 3, False, nproc, iterations, tmp, timeout))
     first = jobs[0]["rows"][0] if jobs[0]["rows"] else {}
     print(f"\n[bench] rlhf bench zero {config} {' '.join(overrides)}: {iterations} PPO iterations per job, "
@@ -315,7 +315,7 @@ def main(args) -> int:
         return 0
     if args.bench == "zero":
         stages = tuple(int(s) for s in args.stages.split(",") if s.strip())
-        bench_zero(args.config, args.overrides, args.iterations, args.nproc, stages)
+        bench_zero(args.config, args.overrides, args.iterations, args.nproc, stages, memory_only=args.memory_only)
         return 0
     bench_ppo(args.config, args.overrides, args.iterations, args.profile)
     return 0

@@ -279,7 +279,7 @@ def bench_trl(sizes: list[str], batch: int, response: int, iterations: int, repe
                           flush=True)
                     results[size]["jobs"][name].append(job)
     print(f"\n[bench] rlhf bench trl: {iterations} iterations per job (the first left out), {epochs} PPO epochs x 1 "
-          f"minibatch, responses forced to full length, fp32, one process; median of {repeats} interleaved repeats"
+          f"minibatch, responses forced to full length, fp32 unless a variant says otherwise, one process; median of {repeats} interleaved repeats"
           + (f"; every rlhf job with {' '.join(overrides)}" if overrides else "")
           + "".join(f"; rlhf {n}: {' '.join(o)}" for n, o in variants or []))
     print(table(results))

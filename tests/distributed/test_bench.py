@@ -21,8 +21,12 @@ def test_bench_zero_prints_generation_and_memory_tables(ref_sft, ref_rm):
     assert "gathered once per rollout" in log and "gathered per layer, per token" in log
     assert re.search(r"per-layer / once: \d+\.\d+x the time", log)
     for stage in (0, 3):
-        rows = re.findall(rf"ZeRO-{stage}\s+(\d)\s+(\d+)\s+", log)
-        assert [r for r, _ in rows] == ["0", "1"] and all(int(mb) > 0 for _, mb in rows), log[-2000:]
+        row = rf"ZeRO-{stage}\s+(\d)\s+(\d+)\s+(-?\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$"
+        rows = re.findall(row, log, re.M)
+        assert [r[0] for r in rows] == ["0", "1"] and all(int(r[1]) > 0 for r in rows), log[-2000:]
+        for _, _, grown, _, plan_states, plan_peak, ratio in rows:  # rlhf plan's estimate beside the measured peak
+            assert 0 < float(plan_states) <= float(plan_peak)
+            assert float(ratio) == pytest.approx(int(grown) / float(plan_peak), abs=0.02)
 
 
 def test_bench_estimators_prints_time_and_memory_for_each_estimator(ref_sft, ref_rm):
