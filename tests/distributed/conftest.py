@@ -85,13 +85,7 @@ def zero_run(tmp_path_factory, micro_model_config, dist_data):
             out = str(tmp_path_factory.mktemp(f"{stage}_zero{zero}"))
             ref = {name: request.getfixturevalue(f"ref_{name}") for name in NEEDS[stage]}
             config = f"configs/tiny/{stage}.yaml"
-            args = {
-                "pretrain": lambda: R.pretrain_args(out, micro_model_config),
-                "sft": lambda: R.sft_args(out, ref["pretrain"]),
-                "rm": lambda: R.rm_args(out, ref["pretrain"], dist_data["pairs"]),
-                "dpo": lambda: R.dpo_args(out, ref["sft"], dist_data["pairs"]),
-                "ppo": lambda: R.ppo_args(out, ref["sft"], ref["rm"], dist_data["text"]),
-            }[stage]()
+            args = R.stage_args(stage, out, ref, micro_model_config, dist_data)
             launcher = ZERO3_LAUNCHER[stage] if zero == 3 else "torchrun"
             log = R.run_stage(stage, config, [*args, f"deepspeed.zero_stage={zero}"], 2, launcher)
             cache[stage, zero] = (out, log)

@@ -196,3 +196,15 @@ def mean_movement(final_dir: str, start_dir: str) -> float:
     a, b = _untie(weights(final_dir)), _untie(weights(start_dir))
     keys = a.keys() & b.keys()
     return sum((a[k].float() - b[k].float()).abs().sum().item() for k in keys) / sum(a[k].numel() for k in keys)
+
+
+def stage_args(stage: str, out: str, models: dict, micro_model_config: str, data: dict) -> list[str]:
+    """The overrides of one stage's job writing to ``out``: ``models`` holds the reference models it starts from
+    (``pretrain``, ``sft``, ``rm``), ``data`` the shared pairs and text files."""
+    return {
+        "pretrain": lambda: pretrain_args(out, micro_model_config),
+        "sft": lambda: sft_args(out, models["pretrain"]),
+        "rm": lambda: rm_args(out, models["pretrain"], data["pairs"]),
+        "dpo": lambda: dpo_args(out, models["sft"], data["pairs"]),
+        "ppo": lambda: ppo_args(out, models["sft"], models["rm"], data["text"]),
+    }[stage]()

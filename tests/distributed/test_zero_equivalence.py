@@ -89,13 +89,7 @@ def test_bf16_under_zero3_with_two_processes_stays_close_to_fp32(stage, request,
     ref = request.getfixturevalue(f"ref_{stage}")
     out = str(tmp_path / stage)
     need = {name: request.getfixturevalue(f"ref_{name}") for name in NEEDS[stage]}
-    args = {
-        "pretrain": lambda: R.pretrain_args(out, micro_model_config),
-        "sft": lambda: R.sft_args(out, need["pretrain"]),
-        "rm": lambda: R.rm_args(out, need["pretrain"], dist_data["pairs"]),
-        "dpo": lambda: R.dpo_args(out, need["sft"], dist_data["pairs"]),
-        "ppo": lambda: R.ppo_args(out, need["sft"], need["rm"], dist_data["text"]),
-    }[stage]()
+    args = R.stage_args(stage, out, need, micro_model_config, dist_data)
     log = R.run_stage(stage, f"configs/tiny/{stage}.yaml", [*args, "deepspeed.zero_stage=3", *BF16], 2, "torchrun")
     assert "DeepSpeed ZeRO-3, bf16" in log and "x world 2" in log, log[-3000:]
     where, key = BF16_LOSSES[stage]
