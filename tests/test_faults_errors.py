@@ -254,8 +254,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def _interrupt(cmd: list[str], ready, env=None, timeout: float = 300) -> tuple[int, str]:
     """Start ``cmd``, wait until ``ready()``, then Ctrl-C it: SIGINT to its whole process group, as a terminal."""
+    # SIGINT back to its default in the child: a suite started in the background (`pytest ... &` in a script)
+    # inherits SIGINT ignored, and so would the run, which would then never see the Ctrl-C
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     try:
         while not ready():
