@@ -123,8 +123,18 @@ QUIET = [f"run.save_steps={10**9}", f"ppo.sample_every={10**9}", "data.heldout_p
          "run.progress=false", "run.resume=never"]
 
 
-def _rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+
+
+def job_env() -> dict:
+    """This environment without the rendezvous variables, for a benchmark job started from here (its launcher, or
+    the job as one process, sets its own)."""
+    return {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
 
 
 def _free_port() -> int:
@@ -156,8 +166,7 @@ def _run_job(name: str, config: str, overrides: list[str], nproc: int, iteration
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
            "127.0.0.1", "--master_port", str(_free_port()), "-m", "rlhf.tools.bench", "worker", report, config,
            *overrides, *QUIET, f"ppo.iterations={iterations}", f"run.output_dir={out}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                          "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env = job_env()
     env.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -266,9 +275,9 @@ def zero_tables(jobs: list[dict], nproc: int) -> str:
             rule = model_state_mb(j["params"], j["stage"], nproc, j["precision"])
             est = j["plan"]
             for r in j["ranks"]:
-                measured = r["peak_gpu_mb"] if gpu else r["peak_rss_mb"] - r["start_rss_mb"]
-                lines.append(f"ZeRO-{j['stage']:<3} {r['rank']:>4} {r['peak_rss_mb']:>10.0f} "
-                             f"{r['peak_rss_mb'] - r['start_rss_mb']:>11.0f}"
+                grown = r["peak_rss_mb"] - r["start_rss_mb"]
+                measured = r["peak_gpu_mb"] if gpu else grown
+                lines.append(f"ZeRO-{j['stage']:<3} {r['rank']:>4} {r['peak_rss_mb']:>10.0f} {grown:>11.0f}"
                              + (f" {r['peak_gpu_mb'] or 0:>10.0f}" if gpu else "") + f" {rule:>30.1f}"
                              f" {est['states']:>12.1f} {est['peak']:>10.1f} {measured / max(est['peak'], 1e-9):>14.2f}")
         lines.append("plan: `rlhf plan`'s estimate for the same config and stage (no offload); measured/plan divides "
@@ -298,13 +307,13 @@ def _worker(argv: list[str]) -> int:
     from rlhf import engine as E
     from rlhf.stages import ppo
 
-    start = _rss_mb()  # after imports (torch, transformers, deepspeed), before any model is loaded
+    start = peak_rss_mb()  # after imports (torch, transformers, deepspeed), before any model is loaded
     ppo.run(load_config(PPOStageConfig, config, overrides))
     import torch
 
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     with open(f"{report}.rank{E.rank()}", "w") as f:
-        json.dump({"rank": E.rank(), "start_rss_mb": start, "peak_rss_mb": _rss_mb(), "peak_gpu_mb": gpu}, f)
+        json.dump({"rank": E.rank(), "start_rss_mb": start, "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu}, f)
     return 0
 
 

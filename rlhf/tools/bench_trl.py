@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from rlhf.tools.bench import job_env, peak_rss_mb
 
 TRL_VERSION = "1.12.0"
 SIZES = {  # name -> Llama shape (vocabulary: the tokenizer in data/tokenizer)
@@ -47,10 +48,6 @@ SIZES = {  # name -> Llama shape (vocabulary: the tokenizer in data/tokenizer)
 }
 HYPER = {"lr": 1e-5, "critic_lr": 1e-5, "kl_coef": 0.05, "clip": 0.2, "clip_value": 0.2, "vf_coef": 0.1,
          "gamma": 1.0, "lam": 0.95, "temperature": 0.7, "seed": 0}
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -151,7 +148,7 @@ def rlhf_worker(spec: dict) -> dict:
         lengths = [json.loads(line)["response_length"] for line in f]
     if any(n != r for n in lengths):
         raise RuntimeError(f"rlhf responses were not forced to {r} tokens: mean lengths {lengths}")
-    return {"times": times, "peak_rss_mb": _rss_mb()}
+    return {"times": times, "peak_rss_mb": peak_rss_mb()}
 
 
 def trl_worker(spec: dict) -> dict:
@@ -198,7 +195,7 @@ def trl_worker(spec: dict) -> dict:
         train_dataset=dataset, callbacks=[Clock()],
     )
     trainer.train()
-    return {"times": times, "peak_rss_mb": _rss_mb()}
+    return {"times": times, "peak_rss_mb": peak_rss_mb()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -223,8 +220,7 @@ def ensure_venv(venv: str) -> str:
 def run_job(python: str, kind: str, spec: dict, timeout: float) -> dict:
     """One job in a fresh process; returns the per-iteration seconds after the first and the peak RSS."""
     path = spec["out"] + ".json"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                          "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env = job_env()
     env.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     with open(spec["out"] + ".spec", "w", encoding="utf-8") as f:
         json.dump(spec, f)
