@@ -45,6 +45,28 @@ def test_every_stage_config_is_validated_before_anything_runs(tmp_path, micro_mo
         pipeline.run(load_config(PipelineConfig, small_pipeline(tmp_path, micro_model_config, unknown)))
 
 
+def test_one_precision_reaches_every_stage_under_its_own_key():
+    """``precision=bf16`` on the pipeline sets deepspeed.precision and model.dtype on training stages, model.dtype on
+    compare and eval.dtype on eval (a plain ``overrides`` entry cannot: compare and eval have no deepspeed key)."""
+    cfg = load_config(PipelineConfig, "configs/tiny/pipeline.yaml", ["precision=bf16"])
+    seen = {}
+    for i, s in enumerate(cfg.stages):
+        c = pipeline.stage_config(cfg, i)
+        if s.command == "eval":
+            seen[s.command] = c.eval.dtype
+        elif s.command == "compare":
+            seen[s.command] = c.model.dtype
+        else:
+            seen[s.command] = (c.deepspeed.precision, c.model.dtype)
+    assert seen == {"pretrain": ("bf16", "bfloat16"), "sft": ("bf16", "bfloat16"), "compare": "bfloat16",
+                    "rm": ("bf16", "bfloat16"), "ppo": ("bf16", "bfloat16"), "eval": "bfloat16"}
+    plain = load_config(PipelineConfig, "configs/tiny/pipeline.yaml")
+    assert pipeline.stage_config(plain, 0).deepspeed.precision == "fp32"  # '' leaves each stage's own
+    with pytest.raises(ConfigError, match="deepspeed"):
+        pipeline.stage_config(load_config(PipelineConfig, "configs/tiny/pipeline.yaml",
+                                          ["overrides=[deepspeed.precision=bf16]"]), 3)  # compare
+
+
 def test_overall_progress_shows_stage_step_and_time_left():
     """The estimate uses the running stage's own pace since its first report and the later stages' expected
     minutes scaled by the pace of the finished ones; in a log it writes at most every log_seconds (and always at a stage's last step)."""

@@ -581,6 +581,9 @@ class PipelineConfig:
     """the stages, in order"""
     overrides: list[str] = field(default_factory=list)
     """overrides applied to every stage (e.g. run.progress=false, leaving the pipeline's overall view alone)"""
+    precision: Literal["", "fp32", "bf16", "fp16"] = ""
+    """one precision for every stage ('' = each stage's own config): training stages get deepspeed.precision and
+    model.dtype, compare model.dtype, eval eval.dtype (docs/speed.md has bf16's measured effect)"""
     progress: bool = True
     """one overall progress view on rank 0 (stage, step, time left): a live line on a terminal, else a log line"""
     progress_log_seconds: float = 30.0

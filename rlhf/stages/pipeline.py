@@ -55,6 +55,22 @@ def resolve_overrides(cfg: PipelineConfig, overrides: list[str], where: str) -> 
     return [re.sub(r"\{([A-Za-z0-9_]+)\}", sub, o) for o in overrides]
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def precision_overrides(command: str, precision: str) -> list[str]:
+    """The keys that set one precision for a stage: the pipeline's ``precision`` key, so a whole run switches to
+    bf16 with one override although the stages keep it under different names."""
+    if not precision:
+        return []
+    dtype = DTYPES[precision]
+    if command == "eval":
+        return [f"eval.dtype={dtype}"]
+    if command == "compare":
+        return [f"model.dtype={dtype}"]
+    return [f"deepspeed.precision={precision}", f"model.dtype={dtype}"]
+
+
 def stage_config(cfg: PipelineConfig, i: int):
     s = cfg.stages[i]
     where = f"stages[{i}] ({s.name})"
@@ -62,6 +78,7 @@ def stage_config(cfg: PipelineConfig, i: int):
     overrides.append(f"run.output_dir={stage_dirs(cfg)[s.name]}")
     if s.command != "eval":
         overrides.append("run.resume=auto")
+    overrides += precision_overrides(s.command, cfg.precision)
     overrides += list(cfg.overrides)
     return load_config(STAGES[s.command], s.config, overrides)
 
