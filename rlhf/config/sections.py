@@ -100,6 +100,11 @@ class TrainConfig:
     """AdamW beta2 (InstructGPT App. C: 0.95)"""
     adam_eps: float = 1e-8
     """AdamW epsilon"""
+    fused_adam: bool = False
+    """pretrain and PPO (which build their own AdamW): PyTorch's fused AdamW kernel instead of its per-parameter
+    loop; the same update up to rounding, a few percent faster at hidden 512 and above (docs/speed.md). SFT, RM and
+    DPO train through TRL, whose default optimizer is this fused kernel already. Ignored with offload_optimizer
+    (DeepSpeed's CPU Adam)"""
     epochs: float = 1.0
     """passes over the training data (ignored when max_steps > 0)"""
     max_steps: int = 0

@@ -200,7 +200,8 @@ def wrap_trainable(model: torch.nn.Module, ds_cfg: dict, train: TrainConfig, tot
         )
     else:
         optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps
+            [g for g in groups if g["params"]], lr=lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps,
+            fused=True if train.fused_adam else None,
         )
         engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=ds_cfg, lr_scheduler=make_scheduler
