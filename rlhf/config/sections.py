@@ -102,9 +102,9 @@ class TrainConfig:
     """AdamW epsilon"""
     fused_adam: bool = False
     """pretrain and PPO (which build their own AdamW): PyTorch's fused AdamW kernel instead of its per-parameter
-    loop; the same update up to rounding, a few percent faster at hidden 512 and above (docs/speed.md). SFT, RM and
-    DPO train through TRL, whose default optimizer is this fused kernel already. Ignored with offload_optimizer
-    (DeepSpeed's CPU Adam)"""
+    loop; the same update up to rounding. Adam's updates are about 5% of a PPO iteration at hidden 512, which bounds
+    the gain (docs/speed.md). SFT, RM and DPO train through TRL, whose default optimizer is this fused kernel already.
+    Ignored with offload_optimizer (DeepSpeed's CPU Adam)"""
     epochs: float = 1.0
     """passes over the training data (ignored when max_steps > 0)"""
     max_steps: int = 0
