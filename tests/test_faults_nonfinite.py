@@ -353,8 +353,10 @@ def test_zero3_two_ranks_agree_to_stop(tmp_path, micro_model_config):
         log, _ = proc.communicate()
         raise AssertionError(f"the ranks did not stop together (hang):\n{log[-4000:]}") from None
     assert proc.returncode != 0
-    errors = [ln for ln in log.splitlines() if "error: pretrain: non-finite weights" in ln]
-    assert len(errors) == 2 and all(step_of(ln) == 3 for ln in errors), log[-4000:]  # both ranks, step 3
+    # by match, not by line: the two ranks share one stderr, and print writes the text and its newline apart, so
+    # the two messages can land on one line (seen once in a fresh-clone CI run)
+    errors = re.findall(r"error: pretrain: non-finite weights .*? at optimizer step (\d+)", log)
+    assert errors == ["3", "3"], log[-4000:]  # both ranks, step 3
     assert_stopped_before_saving(out, 3, "step-")
 
 
