@@ -49,7 +49,23 @@ def test_deepspeed_dict_follows_the_section():
     assert cfg["bf16"]["enabled"] and not cfg["fp16"]["enabled"]
     assert cfg["optimizer"]["params"]["lr"] == 2e-5  # offloaded optimizer state needs DeepSpeed's CPU Adam
     plain = deepspeed_config(DeepSpeedConfig(gradient_clipping=0), resolve_batch(DeepSpeedConfig(), 1))
-    assert "gradient_clipping" not in plain and "optimizer" not in plain and plain["zero_optimization"] == {"stage": 0}
+    assert "optimizer" not in plain and plain["zero_optimization"] == {"stage": 0}
+    assert plain["gradient_clipping"] == 0  # written out: DeepSpeed reads a missing key as 1.0
+
+
+@pytest.mark.parametrize("clipping", [0.0, 0.5])
+def test_gradient_clipping_zero_turns_clipping_off_in_the_engine(clipping):
+    """deepspeed.gradient_clipping=0 means off; DeepSpeed's own default for an absent key is 1.0, which the engine
+    applied silently when the key was left out for 0."""
+    import rlhf.engine as E
+
+    E.init_distributed()
+    model = torch.nn.Linear(4, 2)
+    ds = DeepSpeedConfig(gradient_clipping=clipping)
+    plan = resolve_batch(ds, 1)
+    train = TrainConfig()
+    engine = E.wrap_trainable(model, deepspeed_config(ds, plan, train, model), train, 10, plan)
+    assert engine.gradient_clipping() == clipping
 
 
 def test_single_process_needs_no_launcher(monkeypatch):
@@ -189,10 +205,11 @@ def test_gradient_checkpointing_reaches_the_trl_trainers(tmp_path, on):
     assert SFTConfig(**kw).gradient_checkpointing is on and RewardConfig(**kw).gradient_checkpointing is on
 
 
-def _train_engine(reduce: bool, clipping: float, fused: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _train_engine(reduce: bool, clipping: float, fused: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                              list]:
     """Three accumulation-boundary steps of a small MLP through ``wrap_trainable`` in one process (fp32, ZeRO-0),
     with DeepSpeed's one-process gradient reduction left on (``reduce``) or skipped as rlhf does: the gradients
-    after every backward and the final weights."""
+    after every backward, the final weights and ``get_global_grad_norm()`` after each boundary step."""
     import torch
 
     import rlhf.engine as E
@@ -208,13 +225,15 @@ def _train_engine(reduce: bool, clipping: float, fused: bool = False) -> tuple[l
     assert engine.enable_backward_allreduce is False  # one process, ZeRO-0 fp32: skipped by wrap_trainable
     engine.enable_backward_allreduce = reduce
     g = torch.Generator().manual_seed(1)
-    grads = []
-    for _ in range(6):  # 3 optimizer steps of 2 micro batches
+    grads, norms = [], []
+    for i in range(6):  # 3 optimizer steps of 2 micro batches
         x, y = torch.randn(4, 16, generator=g), torch.randn(4, 4, generator=g)
         engine.backward(((engine(x) - y) ** 2).mean())
         grads += [p.grad.clone() for p in engine.module.parameters()]
         engine.step()
-    return grads, [p.detach().clone() for p in engine.module.parameters()]
+        if i % 2:
+            norms.append(engine.get_global_grad_norm())
+    return grads, [p.detach().clone() for p in engine.module.parameters()], norms
 
 
 @pytest.mark.parametrize("clipping", [0.0, 0.05])
@@ -226,6 +245,19 @@ def test_skipping_one_process_gradient_reduction_is_bit_identical(clipping):
     torch.manual_seed(0)
     start = torch.nn.Linear(16, 64).weight  # the first layer as _train_engine built it, before training
     assert (skipped[1][0] - start).abs().max() > 1e-3  # it trained
+
+
+def test_fp32_engine_reports_the_gradient_norm_it_clips_with():
+    """fp32 ZeRO-0 DeepSpeed computes the global norm to clip and discards it (get_global_grad_norm() None, so the
+    non-finite guard and the Trainer's grad_norm log had nothing); wrap_trainable keeps it. Each boundary step's
+    norm equals the 2-norm of the accumulated gradients recorded after that step's second backward, before clipping."""
+    grads, _, norms = _train_engine(False, 0.05)
+    per_backward = [grads[i:i + 4] for i in range(0, 24, 4)]  # 4 parameters per backward
+    want = [torch.stack([g.norm() for g in per_backward[b]]).norm().item() for b in (1, 3, 5)]
+    assert all(n is not None for n in norms), norms
+    got = [float(n) for n in norms]
+    assert got == pytest.approx(want, rel=1e-6) and min(want) > 0.05  # above the threshold: clipping acted
+    assert _train_engine(False, 0.0)[2] == [None] * 3  # no clipping: DeepSpeed computes no norm, none is made up
 
 
 def test_fused_adam_option_gives_the_same_update_to_rounding():

@@ -105,9 +105,9 @@ def deepspeed_config(ds: DeepSpeedConfig, plan: BatchPlan, train: TrainConfig | 
         "fp16": {"enabled": ds.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
         "steps_per_print": 10**12,
         "wall_clock_breakdown": False,
+        # always written: DeepSpeed's default for a missing key is 1.0, so leaving 0 ("off") out clipped at 1.0
+        "gradient_clipping": ds.gradient_clipping,
     }
-    if ds.gradient_clipping > 0:
-        cfg["gradient_clipping"] = ds.gradient_clipping
     if ds.offload_optimizer and train is not None:
         # Offloaded optimizer state needs DeepSpeed's CPU Adam: DeepSpeed builds it from this section.
         cfg["optimizer"] = {
@@ -207,8 +207,30 @@ def wrap_trainable(model: torch.nn.Module, ds_cfg: dict, train: TrainConfig, tot
             model=model, optimizer=optimizer, config=ds_cfg, lr_scheduler=make_scheduler
         )
     skip_single_process_reduction(engine)
+    record_grad_norm(engine)
     # engine.step() steps the scheduler at accumulation boundaries; checkpoints save it
     return engine
+
+
+def record_grad_norm(engine) -> bool:
+    """Make ``engine.get_global_grad_norm()`` report the gradient norm in fp32 without a ZeRO optimizer too.
+
+    There DeepSpeed clips with ``clip_fp32_gradients``, which computes the global norm and discards it, so
+    ``get_global_grad_norm()`` stays None (the bf16, fp16 and ZeRO optimizers keep theirs). This computes the same
+    norm with the same function and arguments, keeps it, and clips exactly as before; without clipping
+    (``deepspeed.gradient_clipping`` 0) no norm is computed and None remains. The non-finite guard and the
+    Trainer's ``grad_norm`` log read it. Returns whether the engine needed it."""
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    if hasattr(engine.optimizer, "_global_grad_norm") or not hasattr(engine, "clip_fp32_gradients"):
+        return False
+
+    def clip_and_record():
+        engine._global_grad_norm = clip_grad_norm_(
+            parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(), mpu=engine.mpu)
+
+    engine.clip_fp32_gradients = clip_and_record
+    return True
 
 
 def skip_single_process_reduction(engine) -> bool:

@@ -6,7 +6,8 @@ host sync) and, after each optimizer step and before any checkpoint of it is wri
 - the losses of the step's micro-batches;
 - the global gradient norm DeepSpeed computed (ZeRO 1-3 skip a step whose gradient is inf/NaN and report the norm
   as inf: in fp32/bf16 that is a broken gradient, not loss-scale overflow; under fp16 dynamic loss scaling such
-  skips are normal and are left to the scaler);
+  skips are normal and are left to the scaler; in fp32 without a ZeRO optimizer it is the norm clipping
+  computes, kept by :func:`rlhf.engine.core.record_grad_norm`, and there is none when clipping is off);
 - this rank's trainable weights (ZeRO-3: this rank's partition): one float32 sum per tensor, which is non-finite
   when any element is; a non-finite sum is confirmed element-wise before it counts. This catches a non-finite
   gradient that came with a finite loss (e.g. clipped by a NaN norm) and an update that overflowed the weights.

@@ -189,6 +189,13 @@ class NonFiniteCallback(TrainerCallback):
     def __init__(self, trainer, guard: NonFiniteGuard):
         self.trainer, self.guard = trainer, guard
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        from .core import record_grad_norm
+
+        engine = self.trainer.model_wrapped  # prepared (the DeepSpeedEngine) before on_train_begin
+        if hasattr(engine, "get_global_grad_norm"):
+            record_grad_norm(engine)  # fp32 ZeRO-0 would log no grad_norm and leave the guard without it
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         engine = self.trainer.model_wrapped  # the DeepSpeedEngine once training has started
         grad_norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
