@@ -134,11 +134,18 @@ def _what_and_result(command: str, cfg: dict, summary: dict, out_dir: str) -> tu
         what = f"{summary.get('steps')} steps"
         extra = cfg.get("data", {}).get("extra_train_files") or []
         what += f" on `{cfg['data']['train_file']}`" + "".join(f" + `{os.path.basename(x)}`" for x in extra)
+        def baselines(x: dict) -> str:
+            bow = x.get("bag_of_words_baseline_accuracy")  # summaries before it was added have none
+            return (f"(longer response wins: {x['length_baseline_accuracy']:.3f}"
+                    + (f", bag of words: {bow:.3f})" if bow is not None else ")"))
+
         if "test_accuracy" in summary:
-            result = (f"test accuracy {summary['test_accuracy']:.3f} on {summary['test_pairs']} pairs (longer "
-                      f"response wins: {summary['test_length_baseline_accuracy']:.3f})")
+            test = {k[len("test_"):]: v for k, v in summary.items() if k.startswith("test_")}
+            result = f"test accuracy {summary['test_accuracy']:.3f} on {summary['test_pairs']} pairs {baselines(test)}"
         else:
             result = f"train accuracy {summary.get('train_accuracy', float('nan')):.3f}"
+        for path, x in summary.get("extra_test", {}).items():
+            result += f"; `{os.path.basename(path)}`: {x['accuracy']:.3f} on {x['pairs']} pairs {baselines(x)}"
         return what, result
     if command == "dpo":
         what = f"{summary.get('steps')} steps"

@@ -82,6 +82,13 @@ def test_report_tables_carry_the_saved_numbers(run_dir):
            "test accuracy 0.846 on 104 pairs (longer response wins: 0.587) |" in text
     # KL: the mean of the last three complete iterations (11.0, 12.5 and 10.0), the torn line skipped
     assert "held-out reward -0.46 -> +0.29; held-out pretraining loss 6.11 -> 5.75; KL to SFT 11.2 nats" in text
+    # a reward model with the bag-of-words baseline and an extra test file (rubric agreement) shows both
+    _write(f"{run_dir}/rm/summary.json", {
+        "stage": "rm", "steps": 27, "test_accuracy": 0.8461, "test_pairs": 104, "test_length_baseline_accuracy": 0.5865,
+        "test_bag_of_words_baseline_accuracy": 0.7019, "extra_test": {"runs/x/compare_test/pairs.jsonl": {
+            "pairs": 94, "accuracy": 0.5638, "length_baseline_accuracy": 0.5319, "bag_of_words_baseline_accuracy": 0.6489}}})
+    assert "test accuracy 0.846 on 104 pairs (longer response wins: 0.587, bag of words: 0.702); `pairs.jsonl`: " \
+           "0.564 on 94 pairs (longer response wins: 0.532, bag of words: 0.649) |" in build([run_dir])
     assert "Pipeline wall time: 12 min 05 s." in text
     # win rates: (14 + 62/2) / 80 = 56.25% -> "56.2%" ("56.25" rounds half to even); intervals in percent
     assert "| ppo | 56.2% [51.9, 61.9] | 14 / 62 / 4 | 78.8% [68.8, 87.5] | 63 / 0 / 17 | 3.19 | 314.8 |" in text

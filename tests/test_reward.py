@@ -17,7 +17,7 @@ from rlhf.config import RMStageConfig, load_config
 from rlhf.data.check import check_file
 from rlhf.data.formats import DataError, Row
 from rlhf.data.preference import encode_pair, group_by_prompt, load_preferences, parse_hh, parse_preference_row
-from rlhf.eval.reward_metrics import accuracy, expected_calibration_error, longer_wins_accuracy
+from rlhf.eval.reward_metrics import accuracy, bag_of_words_baseline, expected_calibration_error, longer_wins_accuracy
 from rlhf.models.reward import Normalization, RewardScorer
 from rlhf.stages import rm
 
@@ -70,6 +70,33 @@ def test_accuracy_and_ece_match_hand_counts():
     assert expected_calibration_error(rc, rr, 10) == pytest.approx(expect)
     assert expected_calibration_error([0.0] * 5, [0.0] * 5) == pytest.approx(0.0)  # p = 0.5, half right: calibrated
     assert longer_wins_accuracy(["aaa", "a", "bb"], ["aa", "aa", "bb"]) == pytest.approx(1 / 3)
+
+
+def test_bag_of_words_baseline_learns_a_lexical_rule_and_nothing_else():
+    """The rule "the answer that says 'professional' wins", hidden among random filler words, is learned from 60
+    training pairs and holds on 40 new ones; labels that no word predicts stay at chance; a word seen in fewer than
+    min_count training responses is no feature, so a test pair differing only by it is a tie (counted wrong)."""
+    import random
+
+    rng = random.Random(0)
+    filler = [f"w{i}" for i in range(40)]
+
+    def answer(good: bool) -> str:
+        words = rng.sample(filler, 8) + (["see", "a", "professional"] if good else ["just", "ignore", "it"])
+        rng.shuffle(words)
+        return " ".join(words)
+
+    pairs = [(answer(True), answer(False)) for _ in range(100)]
+    train, test = pairs[:60], pairs[60:]
+    acc = bag_of_words_baseline([c for c, _ in train], [r for _, r in train], [c for c, _ in test], [r for _, r in test])
+    assert acc == 1.0
+    # responses of either kind, labels by a coin: no feature predicts them
+    noise = [(answer(rng.random() < 0.5), answer(rng.random() < 0.5)) for _ in range(400)]
+    acc = bag_of_words_baseline([c for c, _ in noise[:200]], [r for _, r in noise[:200]],
+                                [c for c, _ in noise[200:]], [r for _, r in noise[200:]])
+    assert 0.4 < acc < 0.6, acc
+    assert bag_of_words_baseline([c for c, _ in train], [r for _, r in train], ["w1 rare"], ["w1 unseen"]) == 0.0
+    assert bag_of_words_baseline([], [], ["a"], ["b"]) == 0.0
 
 
 def test_normalization_gives_mean_zero_std_one():
@@ -289,6 +316,8 @@ def test_rm_grouped_by_prompt_learns_and_scores_extra_test_files(tmp_path, micro
     x = s["extra_test"]["data/preferences/test.jsonl"]
     assert x["pairs"] == 104 and x["accuracy"] == s["test_accuracy"]
     assert x["length_baseline_accuracy"] == pytest.approx(s["test_length_baseline_accuracy"])
+    # the bag-of-words baseline is fitted to the same training pairs for both files: the same figure
+    assert 0 <= x["bag_of_words_baseline_accuracy"] == s["test_bag_of_words_baseline_accuracy"] <= 1
 
 
 def test_rm_grouped_resume_matches_uninterrupted_run(tmp_path, micro_sft, monkeypatch):
