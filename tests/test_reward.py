@@ -88,15 +88,16 @@ def test_bag_of_words_baseline_learns_a_lexical_rule_and_nothing_else():
 
     pairs = [(answer(True), answer(False)) for _ in range(100)]
     train, test = pairs[:60], pairs[60:]
-    acc = bag_of_words_baseline([c for c, _ in train], [r for _, r in train], [c for c, _ in test], [r for _, r in test])
+    rule = bag_of_words_baseline([c for c, _ in train], [r for _, r in train])
+    acc = rule([c for c, _ in test], [r for _, r in test])
     assert acc == 1.0
     # responses of either kind, labels by a coin: no feature predicts them
     noise = [(answer(rng.random() < 0.5), answer(rng.random() < 0.5)) for _ in range(400)]
-    acc = bag_of_words_baseline([c for c, _ in noise[:200]], [r for _, r in noise[:200]],
-                                [c for c, _ in noise[200:]], [r for _, r in noise[200:]])
+    acc = bag_of_words_baseline([c for c, _ in noise[:200]], [r for _, r in noise[:200]])(
+        [c for c, _ in noise[200:]], [r for _, r in noise[200:]])
     assert 0.4 < acc < 0.6, acc
-    assert bag_of_words_baseline([c for c, _ in train], [r for _, r in train], ["w1 rare"], ["w1 unseen"]) == 0.0
-    assert bag_of_words_baseline([], [], ["a"], ["b"]) == 0.0
+    assert rule(["w1 rare"], ["w1 unseen"]) == 0.0
+    assert bag_of_words_baseline([], [])(["a"], ["b"]) == 0.0
 
 
 def test_normalization_gives_mean_zero_std_one():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 
 def accuracy(r_chosen: list[float], r_rejected: list[float]) -> float:
@@ -48,10 +49,10 @@ def _bag(text: str) -> set[str]:
 
 
 def bag_of_words_baseline(
-    train_chosen: list[str], train_rejected: list[str], test_chosen: list[str], test_rejected: list[str],
-    min_count: int = 3, l2: float = 0.01, max_iter: int = 200,
-) -> float:
-    """Test accuracy of a bag-of-words Bradley-Terry model fitted to the training pairs (ties wrong).
+    train_chosen: list[str], train_rejected: list[str], min_count: int = 3, l2: float = 0.01, max_iter: int = 200,
+) -> Callable[[list[str], list[str]], float]:
+    """A bag-of-words Bradley-Terry model fitted once to the training pairs; returns its accuracy function for any
+    test pairs (chosen, rejected) -> share with the chosen response scored higher (ties wrong).
 
     The baseline a reward model should beat on judgements a lexical rule could make: a response is scored
     ``w . x`` where ``x`` marks which words and word pairs occur in it (those in at least ``min_count`` training
@@ -64,8 +65,6 @@ def bag_of_words_baseline(
 
     counts = Counter(f for text in (*train_chosen, *train_rejected) for f in _bag(text))
     vocab = {f: i for i, f in enumerate(sorted(f for f, c in counts.items() if c >= min_count))}
-    if not vocab or not train_chosen or not test_chosen:
-        return 0.0
 
     def differences(chosen: list[str], rejected: list[str]) -> torch.Tensor:
         rows, cols, vals = [], [], []
@@ -80,7 +79,9 @@ def bag_of_words_baseline(
         return torch.sparse_coo_tensor(idx, torch.tensor(vals, dtype=torch.float64),
                                        (len(chosen), len(vocab)), check_invariants=True).coalesce()
 
-    x_train, x_test = differences(train_chosen, train_rejected), differences(test_chosen, test_rejected)
+    if not vocab or not train_chosen:
+        return lambda chosen, rejected: 0.0
+    x_train = differences(train_chosen, train_rejected)
     w = torch.zeros(len(vocab), 1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w], max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -91,9 +92,15 @@ def bag_of_words_baseline(
         return loss
 
     opt.step(closure)
-    with torch.no_grad():
-        margins = torch.sparse.mm(x_test, w).squeeze(1)
-    return float((margins > 0).double().mean())
+
+    def test_accuracy(chosen: list[str], rejected: list[str]) -> float:
+        if not chosen:
+            return 0.0
+        with torch.no_grad():
+            margins = torch.sparse.mm(differences(chosen, rejected), w).squeeze(1)
+        return float((margins > 0).double().mean())
+
+    return test_accuracy
 
 
 def accuracy_per_category(r_chosen: list[float], r_rejected: list[float], categories: list[str | None]) -> dict:

@@ -38,7 +38,7 @@ from rlhf.engine.hf import (
     train_resuming,
     trainer_kwargs,
 )
-from rlhf.eval.reward_metrics import bag_of_words_baseline, reward_report
+from rlhf.eval.reward_metrics import accuracy, bag_of_words_baseline, longer_wins_accuracy, reward_report
 from rlhf.models.loading import apply_lora, count_params, load_tokenizer
 from rlhf.models.reward import Normalization, load_reward_backbone, pad_right, score_sequences
 from rlhf.outputs import (
@@ -201,13 +201,14 @@ def run(cfg: RMStageConfig) -> dict:
     summary: dict = {"stage": "rm", "steps": trainer.state.global_step, "train_loss": train_loss(trainer)}
     if dropped or d.on_invalid == "drop":
         summary["dropped_rows"] = dropped_summary(dropped)
-    train_texts = ([e.chosen for e in train_ex], [e.rejected for e in train_ex])
+    # fitted once, only when there is a file to score it on
+    bow = (bag_of_words_baseline([e.chosen for e in train_ex], [e.rejected for e in train_ex])
+           if test_enc or extra_tests else None)
     if test_enc:
         r_c, r_r = pair_rewards(trained, test_enc, tok.pad_token_id, bs, device)
         report = reward_report(r_c, r_r, [e.chosen for e in test_ex], [e.rejected for e in test_ex],
                                [e.category for e in test_ex], cfg.reward.ece_bins)
-        report["bag_of_words_baseline_accuracy"] = bag_of_words_baseline(
-            *train_texts, [e.chosen for e in test_ex], [e.rejected for e in test_ex])
+        report["bag_of_words_baseline_accuracy"] = bow([e.chosen for e in test_ex], [e.rejected for e in test_ex])
         summary.update({f"test_{k}": v for k, v in report.items()})
         if E.is_main():  # per-pair raw scores, so anyone can check the saved model scores pairs the same way
             rows = [{"line": e.line, "category": e.category, "chosen": c, "rejected": r}
@@ -218,11 +219,10 @@ def run(cfg: RMStageConfig) -> dict:
         for path, ex, enc in extra_tests:
             e_c, e_r = pair_rewards(trained, enc, tok.pad_token_id, bs, device)
             summary["extra_test"][path] = {
-                "pairs": len(enc), "accuracy": sum(c > r for c, r in zip(e_c, e_r)) / len(enc),
+                "pairs": len(enc), "accuracy": accuracy(e_c, e_r),
                 "mean_margin": sum(c - r for c, r in zip(e_c, e_r)) / len(enc),
-                "length_baseline_accuracy": sum(len(x.chosen) > len(x.rejected) for x in ex) / len(ex),
-                "bag_of_words_baseline_accuracy": bag_of_words_baseline(
-                    *train_texts, [x.chosen for x in ex], [x.rejected for x in ex]),
+                "length_baseline_accuracy": longer_wins_accuracy([x.chosen for x in ex], [x.rejected for x in ex]),
+                "bag_of_words_baseline_accuracy": bow([x.chosen for x in ex], [x.rejected for x in ex]),
             }
     tr_c, tr_r = pair_rewards(trained, train_enc, tok.pad_token_id, bs, device)
     summary["train_accuracy"] = sum(c > r for c, r in zip(tr_c, tr_r)) / len(tr_c)
